@@ -1,0 +1,324 @@
+"""Starting and stopping what the benchmark measures: Redis, the gateway, Nchan, the naive app.
+
+Every server runs in the foreground in its own session (process group), its
+output in `bench/logs/`. `ServerProcess.stop_all()` ends every one still
+running, so the command leaves nothing behind, also on Ctrl-C. Stopping is
+SIGTERM to the process we started, then SIGKILL to its group after a grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.publisher import HttpPublisher, Publisher, RedisPublisher
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+RUN_DIR = BENCH_DIR / "run"
+LOG_DIR = BENCH_DIR / "logs"
+CHANNEL = "sse:connectome_health"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+class StartError(RuntimeError):
+    """A system did not come up; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    """Status code of GET 127.0.0.1:port/path, or None when nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            s.sendall(request.encode())
+            line = s.recv(64).split(b"\r\n", 1)[0].split()
+    except OSError:
+        return None
+    return int(line[1]) if len(line) >= 2 and line[1].isdigit() else None
+
+
+class ServerProcess:
+    live: ClassVar[set[ServerProcess]] = set()
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        ServerProcess.live.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace_s)
+        # the whole session: workers a master left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until the group's last member is gone
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
+        ServerProcess.live.discard(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for proc in list(cls.live):
+            proc.stop(grace_s=3.0)
+
+
+def wait_until(check: Callable[[], bool], proc: ServerProcess, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise StartError(f"{proc.name} exited before {what}:\n{proc.log_tail()}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise StartError(f"{proc.name}: no {what} within {timeout_s:.0f} s:\n{proc.log_tail()}")
+
+
+def wait_ready(port: int, path: str, proc: ServerProcess, in_a_row: int, timeout_s: float) -> None:
+    """`in_a_row` fresh connections in a row answer 200 (so every worker is likely up)."""
+
+    def ready() -> bool:
+        return all(http_status(port, path) == 200 for _ in range(in_a_row))
+
+    wait_until(ready, proc, timeout_s, f"200 from {path}")
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        # maxclients above the naive baseline's one connection per client (fd limit permitting)
+        maxclients = max(1000, min(18000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64))
+        self.proc = ServerProcess(
+            f"redis-{self.port}",
+            [
+                "redis-server",
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--maxclients", str(maxclients),
+                "--dir", str(RUN_DIR),
+                "--logfile", "",
+            ],
+        )  # fmt: skip
+        self._client: Any = None
+
+    def start(self) -> RedisServer:
+        import redis
+
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        self.proc.start()
+        self._client = redis.Redis.from_url(self.url, socket_timeout=10)
+
+        def pong() -> bool:
+            try:
+                return bool(self.client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(pong, self.proc, 10, "PING reply")
+        return self
+
+    @property
+    def client(self):
+        assert self._client is not None
+        return self._client
+
+    def connected_clients(self) -> int:
+        return int(self.client.info("clients")["connected_clients"])
+
+    def cpu_seconds(self) -> float:
+        info = self.client.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    def flush(self) -> None:
+        self.client.flushall()
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.proc.stop()
+
+
+@dataclass
+class RunningSystem:
+    name: str
+    port: int
+    proc: ServerProcess
+    publisher: Callable[[], Publisher]  # called inside the publishing event loop
+    cleanup: Callable[[], None] | None = None
+
+    @property
+    def sse_path(self) -> str:
+        return "/api/sse"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.stop()
+        if self.cleanup is not None:
+            self.cleanup()
+
+
+def parse_system(name: str) -> tuple[str, int]:
+    """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2)."""
+    if name == "nchan":
+        return "nchan", 2
+    if name == "naive":
+        return "naive", 2
+    kind, _, workers = name.partition("-")
+    if kind in ("gateway", "naive") and workers.endswith("w") and workers[:-1].isdigit():
+        return kind, int(workers[:-1])
+    raise ValueError(f"unknown system {name!r} (nchan, gateway-<N>w, naive, naive-<N>w)")
+
+
+def canonical_name(name: str) -> str:
+    kind, workers = parse_system(name)
+    return "nchan" if kind == "nchan" else f"{kind}-{workers}w"
+
+
+def gateway_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("sse_gateway.cli") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _console_script(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def start_system(
+    name: str, redis_server: RedisServer, ready_timeout_s: float = 60.0
+) -> RunningSystem:
+    kind, workers = parse_system(name)
+    name = canonical_name(name)
+    port = free_port()
+    if kind == "nchan":
+        return _start_nchan(name, port, ready_timeout_s)
+    env = {"REDIS_URL": redis_server.url}
+    if kind == "gateway":
+        args = [
+            _console_script("sse-gateway"),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--workers", str(workers),
+            "--max-connections", "20000",
+            "--client-buffer", "256",
+        ]  # fmt: skip
+        env["SSE_LOG_LEVEL"] = "warning"
+        ready_path = "/readyz"
+    else:
+        args = [
+            sys.executable, "-m", "uvicorn", "bench.naive_app:app",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--workers", str(workers),
+            "--log-level", "warning",
+            "--no-access-log",
+        ]  # fmt: skip
+        ready_path = "/healthz"
+    proc = ServerProcess(f"{name}-{port}", args, env=env, cwd=REPO_DIR).start()
+    try:
+        wait_ready(port, ready_path, proc, in_a_row=2 * workers, timeout_s=ready_timeout_s)
+    except BaseException:
+        proc.stop()
+        raise
+    return RunningSystem(name, port, proc, lambda: RedisPublisher(redis_server.url, CHANNEL))
+
+
+def _start_nchan(name: str, port: int, ready_timeout_s: float) -> RunningSystem:
+    prefix = RUN_DIR / f"nchan-{port}"
+    for sub in ("tmp", "logs"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(prefix / "tmp", 0o777)  # nginx workers run as an unprivileged user
+    nofile = str(min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536))
+    conf = (BENCH_DIR / "nchan.conf.in").read_text()
+    proc = ServerProcess(f"{name}-{port}", [])
+    error_log = str(proc.log_path.with_suffix(".error.log"))
+    conf = conf.replace("@PORT@", str(port)).replace("@NOFILE@", nofile)
+    (prefix / "nginx.conf").write_text(conf.replace("@ERROR_LOG@", error_log))
+    proc.args = ["nginx", "-p", f"{prefix}/", "-c", "nginx.conf", "-e", error_log]
+    proc.start()
+    try:
+        wait_ready(port, "/healthz", proc, in_a_row=4, timeout_s=ready_timeout_s)
+    except BaseException:
+        proc.stop()
+        shutil.rmtree(prefix, ignore_errors=True)
+        raise
+    return RunningSystem(
+        name,
+        port,
+        proc,
+        lambda: HttpPublisher(f"http://127.0.0.1:{port}/pub"),
+        cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True),
+    )

@@ -1,0 +1,1 @@
+"""connectome-sse: the shared wire contract, plumbing used by both processes, and the CLI."""

@@ -1,0 +1,1 @@
+"""One module per ``connectome-sse`` subcommand (see ``connectome_sse.cli``)."""

@@ -1,0 +1,121 @@
+"""`connectome-sse listen URL`: a live SSE stream in the terminal, one readable line per event.
+
+URL is a gateway (``http://127.0.0.1:8000``) or its stream (``…/api/sse``).
+Reconnects after the server's ``retry`` like a browser; a gateway that cannot
+be reached at the first attempt, or that refuses the stream, is a one-line
+error and exit status 1. Connection notes go to stderr, events to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from connectome_sse.contract import is_valid_event_name
+from connectome_sse.listen_format import format_event, json_line
+from connectome_sse.sse_client import EventSourceReader, GatewayError
+
+HELP = "print a live SSE stream in the terminal, one line per event"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", metavar="URL", help="gateway URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--events", help="comma-separated event types to receive (default: all)")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per event, data exactly as received"
+    )
+    parser.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour the status"
+    )
+    parser.add_argument("--count", type=_positive_int, metavar="N", help="exit after N events")
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="reconnect when nothing (not even a ping) arrived for S seconds [default 60]",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def stream_url(url: str, events: str | None) -> str:
+    """``url`` pointing at ``/api/sse`` (a bare gateway URL gets the path), with ``?events=``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{url!r} is not an http:// or https:// URL")
+    path = parts.path if parts.path not in ("", "/") else "/api/sse"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if events is not None:
+        names = [name.strip() for name in events.split(",") if name.strip()]
+        bad = [name for name in names if not is_valid_event_name(name)]
+        if not names or bad:
+            raise UsageError(f"--events: invalid event name {(bad or [events])[0]!r}")
+        query = [(k, v) for k, v in query if k != "events"] + [("events", ",".join(names))]
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query, safe=","), ""))
+
+
+def _use_colour(choice: str) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _note(message: str) -> None:
+    print(f"listen: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        url = stream_url(args.url, args.events)
+    except UsageError as exc:
+        print(f"connectome-sse listen: {exc}", file=sys.stderr)
+        return 2
+    colour = _use_colour(args.color)
+    timeout = httpx.Timeout(10.0, read=args.idle_timeout)
+    seen = 0
+    with httpx.Client(timeout=timeout) as client:
+        reader = EventSourceReader(url, client, on_status=_note)
+        try:
+            for event in reader.events():
+                now = time.time()
+                line = json_line(event, now) if args.json else format_event(event, now, colour)
+                print(line, flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return 0
+        except GatewayError as exc:
+            print(f"connectome-sse listen: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            # `listen … | head`: the reader went away, which is not an error.
+            sys.stderr.close()
+            return 0
+    return 0

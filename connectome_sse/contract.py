@@ -1,0 +1,50 @@
+"""The Redis wire contract: every channel, key and name both processes rely on.
+
+One home for the names in SPEC.md, so the gateway, the publisher and the CLI
+cannot drift apart:
+
+- ``sse:<event>`` is a pub/sub channel; a message body is the ``data`` of one
+  SSE event of type ``<event>``. Anyone may publish to it.
+- ``sse:last:<event>`` holds the latest snapshot of ``<event>``; a new client
+  gets it on connect, before live events.
+- Event names match ``[A-Za-z0-9_.-]{1,64}``. The rule also guarantees that an
+  event name can never contain a line break or a colon, so it can be framed
+  verbatim and ``sse:last:*`` keys are never mistaken for channels.
+"""
+
+from __future__ import annotations
+
+import re
+
+CHANNEL_PREFIX = "sse:"
+CHANNEL_PATTERN = "sse:*"
+SNAPSHOT_PREFIX = "sse:last:"
+
+SIGNALS_STREAM = "connectome:signals"
+CONSUMER_GROUP = "health-publisher"
+LEADER_KEY = "connectome:publisher:leader"
+
+HEALTH_EVENT = "connectome_health"
+PING_EVENT = "ping"
+
+EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def is_valid_event_name(name: str) -> bool:
+    return EVENT_NAME_RE.fullmatch(name) is not None
+
+
+def channel_for(event: str) -> str:
+    return CHANNEL_PREFIX + event
+
+
+def snapshot_key(event: str) -> str:
+    return SNAPSHOT_PREFIX + event
+
+
+def event_from_channel(channel: str) -> str | None:
+    """The event name a channel carries, or None when the channel is not a valid one."""
+    if not channel.startswith(CHANNEL_PREFIX):
+        return None
+    event = channel[len(CHANNEL_PREFIX) :]
+    return event if is_valid_event_name(event) else None

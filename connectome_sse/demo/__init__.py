@@ -1,0 +1,1 @@
+"""The simulated connectome engine behind ``connectome-sse demo-engine``."""

@@ -1,0 +1,128 @@
+"""Running a :class:`DemoScenario` against Redis: XADD to ``connectome:signals`` with MAXLEN.
+
+Steps follow a drift-free schedule (step k at ``start + k * period``); a loop
+that falls more than a second behind (a stopped process, a slow machine)
+resynchronises instead of bursting. A lost Redis costs the entries of the
+steps it lasts (this is a simulator) and is retried with capped backoff;
+nothing stops the engine but ``stop``, ``duration`` or a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from connectome_sse.backoff import Backoff
+from connectome_sse.contract import SIGNALS_STREAM
+from connectome_sse.demo.scenario import DemoScenario, Entry
+from connectome_sse.redaction import redact_url
+
+log = logging.getLogger("connectome_sse.demo")
+
+EXPECTED = {
+    "async_epoch_mismatch": "WARN for HEALTH_WINDOW",
+    "query_write_attempts": "ERROR for HEALTH_WINDOW",
+    "dmz_violation_attempts": "ERROR for HEALTH_WINDOW",
+    "stall": "WARN after HEALTH_STALE_AFTER",
+}
+
+
+def make_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(NoBackoff(), 0),
+        client_name="demo-engine",
+    )
+
+
+async def write_entries(
+    client: aioredis.Redis, entries: list[Entry], maxlen: int, stream: str = SIGNALS_STREAM
+) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        for entry in entries:
+            fields: dict[Any, Any] = dict(entry)
+            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        await pipe.execute()
+
+
+async def run_engine(
+    scenario: DemoScenario,
+    redis_url: str,
+    stop: asyncio.Event,
+    *,
+    maxlen: int = 10_000,
+    duration: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Write the scenario until ``stop`` is set or ``duration`` (0: forever) passes.
+
+    Returns the number of entries written.
+    """
+    client = make_client(redis_url)
+    backoff = Backoff(base=0.2, cap=5.0)
+    written = 0
+    was_stalled = False
+    log.info(
+        "demo engine: playthrough %s at %s, writing %s on %s (MAXLEN ~%d)",
+        scenario.playthrough_id,
+        scenario.config.speed,
+        SIGNALS_STREAM,
+        redact_url(redis_url),
+        maxlen,
+    )
+    start = clock()
+    step = 0
+    try:
+        while not stop.is_set():
+            t = clock() - start
+            if duration and t >= duration:
+                break
+            entries = scenario.step(t)
+            if scenario.last_event:
+                log.info(
+                    "demo engine misbehaves: %s (expect %s)",
+                    scenario.last_event,
+                    EXPECTED[scenario.last_event],
+                )
+            stalled = scenario.stalled(t)
+            if was_stalled and not stalled:
+                log.info("demo engine: stall over, signals resume")
+            was_stalled = stalled
+            if entries:
+                try:
+                    await write_entries(client, entries, maxlen)
+                    written += len(entries)
+                    backoff.reset()
+                except (RedisError, OSError) as exc:
+                    delay = backoff.next_delay()
+                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                    await _idle(stop, delay)
+                    continue
+            step += 1
+            due = start + step * scenario.period
+            now = clock()
+            if now - due > 1.0:
+                step = int((now - start) / scenario.period) + 1
+                due = start + step * scenario.period
+            await _idle(stop, due - now)
+    finally:
+        await client.aclose()
+    log.info("demo engine stopped after %d entries", written)
+    return written
+
+
+async def _idle(stop: asyncio.Event, seconds: float) -> None:
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,1 @@
+"""health-publisher: turns connectome signals into connectome_health events."""

@@ -1,0 +1,51 @@
+"""``health-publisher``: settings from the environment and flags, logging, signals, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from connectome_sse.logs import setup_logging
+from connectome_sse.settings import settings_from_cli
+from health_publisher.service import HealthPublisher
+from health_publisher.settings import PublisherSettings
+
+DESCRIPTION = (
+    "Read connectome signals from the Redis stream connectome:signals (consumer group "
+    "health-publisher), compute connectome health and publish it as the connectome_health "
+    "event. Any number may run; the holder of the leader lease publishes."
+)
+
+
+async def serve(settings: PublisherSettings, install_signal_handlers: bool = True) -> None:
+    publisher = HealthPublisher(settings)
+    if settings.publisher_metrics_port:
+        publisher.metrics.serve(settings.publisher_metrics_port, settings.publisher_metrics_host)
+    stop = asyncio.Event()
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    await publisher.run(stop)
+    logging.getLogger("health_publisher").info(
+        "stopped: %d events published, %d bad signals", publisher.published, publisher.bad_signals
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from_cli("health-publisher", DESCRIPTION, PublisherSettings, argv)
+    if settings is None:
+        return 2
+    setup_logging(settings.publisher_log_level)
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""sse-gateway: relays Redis pub/sub events to browsers as Server-Sent Events."""

@@ -1,0 +1,37 @@
+"""``sse-gateway``: flags mirror the settings; a bad value exits 2 with one line naming it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from connectome_sse.logs import setup_logging
+from connectome_sse.redaction import redact_url
+from connectome_sse.settings import settings_from_cli
+from sse_gateway.server import serve
+from sse_gateway.settings import GatewaySettings
+
+DESCRIPTION = (
+    "Relay Redis pub/sub channels sse:* to browsers as Server-Sent Events at GET /api/sse."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from_cli("sse-gateway", DESCRIPTION, GatewaySettings, argv)
+    if settings is None:
+        return 2
+    setup_logging(settings.log_level)
+    logging.getLogger("sse_gateway").info(
+        "starting on %s:%d with %d worker(s), redis %s",
+        settings.host,
+        settings.port,
+        settings.workers,
+        redact_url(settings.redis_url),
+    )
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The fan-out hub: who listens to which events, and handing each frame to them.
+
+The hub knows neither HTTP nor Redis. A subscriber is anything with
+``offer(frame) -> bool``; the hub calls it synchronously, so nothing in the
+fan-out awaits a client. ``offer`` returning False means the subscriber could
+not keep up (its bounded buffer is full): the hub drops it at once, and the
+subscriber ends its own stream. Ordering: frames reach each subscriber in the
+order ``publish`` was called. Delivery is at most once per subscription.
+
+Closing the hub (draining) ends every subscription with a final frame chosen
+per subscriber, and refuses new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from sse_gateway.framing import Frame
+
+
+class Subscriber(Protocol):
+    def offer(self, frame: Frame) -> bool:
+        """Take ``frame`` without blocking; False when the subscriber must be cut."""
+
+    def close(self, final_frame: bytes) -> None:
+        """End the stream after ``final_frame`` (the hub no longer feeds it)."""
+
+
+class HubClosed(Exception):
+    """The hub is draining: no new subscriptions."""
+
+
+class Hub:
+    def __init__(self, on_cut: Callable[[Subscriber], None] | None = None) -> None:
+        # What each subscriber selected (None: every event), and the reverse index
+        # that publish() walks: subscribers of every event, and of each named event.
+        self._selection: dict[Subscriber, frozenset[str] | None] = {}
+        self._everything: set[Subscriber] = set()
+        self._by_event: dict[str, set[Subscriber]] = {}
+        self._on_cut = on_cut
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._selection)
+
+    @contextmanager
+    def subscription(
+        self, subscriber: Subscriber, events: frozenset[str] | None = None
+    ) -> Iterator[Subscriber]:
+        """Subscribe for the duration of the block; ``events=None`` means every event."""
+        if self.closed:
+            raise HubClosed
+        self._selection[subscriber] = events
+        if events is None:
+            self._everything.add(subscriber)
+        else:
+            for event in events:
+                self._by_event.setdefault(event, set()).add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            self._remove(subscriber)
+
+    def _remove(self, subscriber: Subscriber) -> bool:
+        if subscriber not in self._selection:
+            return False
+        events = self._selection.pop(subscriber)
+        if events is None:
+            self._everything.discard(subscriber)
+            return True
+        for event in events:
+            group = self._by_event.get(event)
+            if group is not None:
+                group.discard(subscriber)
+                if not group:
+                    del self._by_event[event]
+        return True
+
+    def publish(self, event: str, frame: Frame) -> int:
+        """Offer ``frame`` to every subscriber of ``event``; returns how many took it."""
+        delivered = self._offer_all(self._everything, frame)
+        named = self._by_event.get(event)
+        if named:
+            delivered += self._offer_all(named, frame)
+        return delivered
+
+    def broadcast(self, frame: Frame) -> int:
+        """Offer ``frame`` to every subscriber whatever its selection (pings)."""
+        return self._offer_all(self._selection.keys(), frame)
+
+    def _offer_all(self, subscribers: Iterable[Subscriber], frame: Frame) -> int:
+        delivered = 0
+        cut: list[Subscriber] = []
+        for subscriber in subscribers:
+            if subscriber.offer(frame):
+                delivered += 1
+            else:
+                cut.append(subscriber)
+        # Removed after the loop: the collections must not change while walked.
+        for subscriber in cut:
+            if self._remove(subscriber) and self._on_cut is not None:
+                self._on_cut(subscriber)
+        return delivered
+
+    def close(self, final_frame: Callable[[], bytes]) -> None:
+        """Refuse new subscriptions and end every stream, each with its own final frame."""
+        self.closed = True
+        everyone = list(self._selection)
+        self._selection.clear()
+        self._everything.clear()
+        self._by_event.clear()
+        for subscriber in everyone:
+            subscriber.close(final_frame())

@@ -1,0 +1,183 @@
+"""The gateway's HTTP surface: ``/api/sse``, ``/healthz``, ``/readyz``, ``/metrics`` and ``/``.
+
+The stream endpoint is a plain ASGI callable rather than a Starlette
+``Response``: it hands the raw ``send`` to a ``StreamWriter`` (the fast path)
+and waits on ``receive`` for the end of the stream, which comes either from
+the client disconnecting or from the writer completing the response (cut,
+drain). One coroutine per stream, no extra tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qs
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from connectome_sse.contract import is_valid_event_name
+from sse_gateway.gateway import Gateway
+from sse_gateway.http_protocol import DIRECT_BODY_EXTENSION
+from sse_gateway.hub import HubClosed
+from sse_gateway.source import SourceUnavailable
+from sse_gateway.stream_writer import Send as WriterSend
+from sse_gateway.stream_writer import StreamWriter
+
+log = logging.getLogger("sse_gateway.stream")
+
+STREAM_PATH = "/api/sse"
+MAX_SELECTED_EVENTS = 64
+DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def parse_events(values: list[str]) -> frozenset[str] | None:
+    """``?events=a,b`` -> the selected names; None selects everything. Raises ValueError."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",")]
+    bad = [name for name in names if not is_valid_event_name(name)]
+    if bad:
+        raise ValueError(
+            f"invalid event name {bad[0]!r} in 'events': names match [A-Za-z0-9_.-]{{1,64}}, "
+            "separated by commas"
+        )
+    if len(set(names)) > MAX_SELECTED_EVENTS:
+        raise ValueError(f"at most {MAX_SELECTED_EVENTS} event types may be selected")
+    return frozenset(names)
+
+
+def query_values(scope: Scope, name: str) -> list[str]:
+    # Parsed from the scope rather than a Request: whatever the handler holds
+    # lives as long as the stream, and streams are many.
+    return parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True).get(name, [])
+
+
+class StreamEndpoint:
+    """``GET /api/sse``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        try:
+            events = parse_events(query_values(scope, "events"))
+        except ValueError as exc:
+            return await json_error(400, str(exc))(scope, receive, send)
+        refusal = self._refusal()
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "?"
+        direct = scope.get("extensions", {}).get(DIRECT_BODY_EXTENSION, {}).get("writer")
+        writer = StreamWriter(cast(WriterSend, send), gateway.settings.client_buffer, direct)
+        gateway.open_streams += 1
+        gateway.metrics.open_streams.inc()
+        gateway.metrics.streams_opened.inc()
+        opened = time.monotonic()
+        log.info("stream opened %s events=%s", peer, ",".join(sorted(events)) if events else "*")
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
+            await send(
+                {"type": "http.response.body", "body": gateway.retry_frame, "more_body": True}
+            )
+            with gateway.hub.subscription(writer, events):
+                writer.release(await self._snapshots(events))
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                await writer.wait_flushed()
+        except HubClosed:  # drain began while this stream was starting
+            writer.release([])
+            writer.close(b"")
+        finally:
+            gateway.open_streams -= 1
+            gateway.metrics.open_streams.dec()
+            log.info(
+                "stream closed %s after %.1fs, %d events sent%s",
+                peer,
+                time.monotonic() - opened,
+                writer.frames,
+                " (cut: too slow)" if writer.cut else "",
+            )
+
+    def _refusal(self) -> Response | None:
+        gateway = self.gateway
+        retry_after = str(max(1, round(gateway.settings.retry_ms / 1000)))
+        if gateway.draining:
+            gateway.metrics.streams_rejected.labels("draining").inc()
+            return json_error(503, "gateway is shutting down", {"Retry-After": retry_after})
+        if gateway.open_streams >= gateway.settings.max_connections:
+            gateway.metrics.streams_rejected.labels("max_connections").inc()
+            return json_error(
+                503,
+                f"too many open streams (limit {gateway.settings.max_connections})",
+                {"Retry-After": retry_after},
+            )
+        return None
+
+    async def _snapshots(self, events: frozenset[str] | None) -> list[bytes]:
+        relay = self.gateway.relay
+        if not relay.redis_up:
+            return []  # re-sent to every stream once the subscription is back
+        try:
+            framed = await relay.snapshots.read()
+        except SourceUnavailable as exc:
+            log.warning("snapshots unavailable for a new stream: %s", exc)
+            return []
+        return relay.select(framed, events)
+
+
+def health_routes(gateway: Gateway) -> dict[str, Any]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if gateway.ready:
+            return JSONResponse({"status": "ready", "redis": "up"})
+        reason = "draining" if gateway.draining else "redis down"
+        redis_state = "up" if gateway.relay.redis_up else "down"
+        return JSONResponse(
+            {"status": "not ready", "reason": reason, "redis": redis_state}, status_code=503
+        )
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = gateway.metrics.render()
+        return Response(body, media_type=content_type)
+
+    return {"healthz": healthz, "readyz": readyz, "metrics": metrics}
+
+
+def dashboard_route() -> Any:
+    """``/``: the page is read once; it is a few kilobytes and never changes at run time."""
+    try:
+        page = DASHBOARD.read_bytes()
+    except FileNotFoundError:
+        page = b""
+
+    async def dashboard(request: Request) -> Response:
+        if not page:
+            return json_error(404, "dashboard not installed")
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    return dashboard
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_error(exc.status_code, str(exc.detail), dict(exc.headers or {}))

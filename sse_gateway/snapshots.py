@@ -1,0 +1,48 @@
+"""Reading snapshots for new streams, one read shared by everyone who asked meanwhile.
+
+A client may only use a read that STARTED after it subscribed to the hub: an
+older read could predate an event the client has already missed. So callers
+join the next batch; a batch starts its read once the previous read is done,
+and everyone who joined before that start shares the result. A reconnect
+storm of thousands of clients costs a handful of Redis reads, not thousands.
+
+Around connect, delivery is at least once: an event published while a
+client's read is under way may reach it both in the snapshot and live, but
+never in neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Snapshots = dict[str, bytes]
+
+
+class SnapshotReader:
+    def __init__(self, read: Callable[[], Awaitable[Snapshots]]) -> None:
+        self._read = read
+        self._one_at_a_time = asyncio.Lock()
+        self._batch: asyncio.Future[Snapshots] | None = None  # not started yet: open to join
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self) -> Snapshots:
+        """Snapshots read after this call began; raises what the read raised."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(batch)
+
+    async def _run(self, batch: asyncio.Future[Snapshots]) -> None:
+        async with self._one_at_a_time:
+            self._batch = None  # the read starts now: later callers need the next batch
+            try:
+                result = await self._read()
+            except Exception as exc:
+                batch.set_exception(exc)
+                batch.exception()  # marked as retrieved even if every caller has gone
+            else:
+                batch.set_result(result)

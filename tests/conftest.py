@@ -1,0 +1,53 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import GatewayProcess
+from tests.support.redis_server import RedisServer
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests that do not kill it share it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-session")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session: RedisServer) -> RedisServer:
+    """The shared real redis-server, emptied for this test."""
+    redis_session.flush()
+    return redis_session
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test alone, so the test may kill and restart it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
+    """``start_gateway(redis_url, env={...}, args=(...))`` starts a real gateway; all stop after."""
+    started: list[GatewayProcess] = []
+
+    def start(redis_url: str, **kwargs: object) -> GatewayProcess:
+        log = tmp_path / f"gateway-{len(started)}.log"
+        gateway = GatewayProcess(redis_url, log, **kwargs)  # type: ignore[arg-type]
+        started.append(gateway)
+        gateway.start()
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

@@ -1,0 +1,53 @@
+"""Redis killed and restarted under open streams: streams survive, then catch up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import StartGateway
+from tests.support.redis_server import RedisServer
+from tests.support.sse_clients import open_streams, until
+
+
+async def test_streams_survive_a_redis_restart_and_get_snapshot_and_new_events(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    # Append-only with fsync on every write: the snapshot survives the kill -9,
+    # as it would on a production Redis with persistence.
+    redis_server = RedisServer(
+        tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "always")
+    ).start()
+    try:
+        gateway = start_gateway(redis_server.url, env={"SSE_PING_INTERVAL": "0.2"}).wait_ready()
+        redis_server.client().set("sse:last:h", "snapshot-1")
+        async with open_streams(gateway.url + "/api/sse", 5) as clients:
+            await until(lambda: all(c.of("h") == ["snapshot-1"] for c in clients), what="snapshot")
+
+            redis_server.kill()
+            await until(lambda: gateway.status("/readyz") == 503, what="readyz 503")
+            down_pings = lambda: all(  # noqa: E731
+                any(json.loads(p)["redis"] == "down" for p in c.of("ping")) for c in clients
+            )
+            await until(down_pings, what="pings saying redis is down")
+            pings_during_outage = [len(c.of("ping")) for c in clients]
+            pinging = list(zip(clients, pings_during_outage, strict=True))
+            await until(
+                lambda: all(len(c.of("ping")) >= n + 3 for c, n in pinging),
+                what="pings continuing during the outage",
+            )
+            assert not any(c.ended for c in clients)
+
+            redis_server.start()
+            await until(lambda: gateway.status("/readyz") == 200, timeout=20, what="readyz 200")
+            # The snapshot is re-sent after resubscribing, then live events flow again.
+            resent = ["snapshot-1"] * 2
+            await until(lambda: all(c.of("h") == resent for c in clients), what="resend")
+            redis_server.client().publish("sse:h", "live-after-restart")
+            await until(
+                lambda: all(c.of("h")[-1:] == ["live-after-restart"] for c in clients), what="live"
+            )
+            assert not any(c.ended for c in clients)
+        assert gateway.metric("sse_redis_reconnects_total") >= 1
+    finally:
+        redis_server.stop()

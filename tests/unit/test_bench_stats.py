@@ -1,0 +1,129 @@
+"""The benchmark's arithmetic: percentiles, delivery counts, payloads, the report's verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.payload import make_payload, read_payload
+from bench.report import aggregate, render, targets
+from bench.stats import (
+    delivered_per_second,
+    delivery_summary,
+    latency_summary,
+    median,
+    percentile,
+    ratio,
+)
+
+
+@pytest.mark.parametrize(("q", "want"), [(0.0, 1), (0.5, 50), (0.9, 90), (0.99, 99), (1.0, 100)])
+def test_percentile_is_nearest_rank(q: float, want: int) -> None:
+    assert percentile(list(range(1, 101)), q) == want
+
+
+def test_percentile_of_nothing_is_none() -> None:
+    assert percentile([], 0.5) is None
+    assert latency_summary([], "lat_ms") == {
+        "lat_ms_p50": None,
+        "lat_ms_p90": None,
+        "lat_ms_p99": None,
+        "lat_ms_max": None,
+    }
+
+
+def test_latency_summary_in_milliseconds_from_unsorted_seconds() -> None:
+    summary = latency_summary([0.003, 0.001, 0.002, 0.010], "lat_ms")
+    assert summary == {
+        "lat_ms_p50": 2.0,
+        "lat_ms_p90": 10.0,
+        "lat_ms_p99": 10.0,
+        "lat_ms_max": 10.0,
+    }
+
+
+def test_delivery_counts_every_missing_event_per_client() -> None:
+    assert delivery_summary([10, 10, 7, 0], 10) == {"lost": 13, "clients_with_loss": 2}
+
+
+def test_delivered_per_second_scores_a_perfect_system_clients_times_rate() -> None:
+    # 100 clients, 10 events at 5/s: first publish t=0, last receive t=1.8 (event 9 at 1.8 s)
+    assert delivered_per_second(1000, 0.0, 1.8, 5.0) == 500.0
+    assert delivered_per_second(0, 0.0, 0.0, 5.0) is None
+
+
+def test_median_and_ratio() -> None:
+    assert median([3.0, None, 1.0, 2.0]) == 2.0
+    assert median([1.0, 4.0]) == 2.5
+    assert median([None]) is None
+    assert ratio(3.0, 1.5) == 2.0
+    assert ratio(3.0, 0.0) is None
+
+
+@pytest.mark.parametrize("size", [60, 128, 1024])
+def test_payload_has_the_exact_size_and_reads_back(size: int) -> None:
+    body = make_payload("ab12cd34", 7, 1732500000.123456, size)
+    assert len(body) == max(size, len(make_payload("ab12cd34", 7, 1732500000.123456, 0)))
+    assert read_payload(body.decode(), "ab12cd34") == (7, 1732500000.123456)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"run": "x", "seq": 1, "sent": 1.0}',
+        "not json",
+        "[1]",
+        '{"run": "r", "seq": true, "sent": 1}',
+    ],
+)
+def test_foreign_payloads_are_not_measured(data: str) -> None:
+    assert read_payload(data, "r") is None
+
+
+def result(scenario: str, system: str, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "scenario": scenario, "system": system, "clients": 5000, "connected": 5000,
+        "connect_ms_p50": 10.0, "connect_ms_p99": 40.0, "delivered_per_s": 50000.0,
+        "lost": 0, "dups": 0, "lat_ms_p50": 20.0, "lat_ms_p90": 40.0, "lat_ms_p99": 60.0,
+        "lat_ms_max": 80.0, "server_rss_mb": 100.0, "kb_per_conn": 10.0, "server_cpu_pct": 40.0,
+        "client_cpu_pct": 25.0, "redis_connected_clients": 1,
+    }  # fmt: skip
+    return {**base, **over}
+
+
+def test_report_takes_medians_over_repeats_and_the_worst_loss() -> None:
+    rows = aggregate(
+        [
+            result("b", "gateway-2w", lat_ms_p99=100.0, lost=0),
+            result("b", "gateway-2w", lat_ms_p99=300.0, lost=5),
+            result("b", "gateway-2w", lat_ms_p99=200.0, lost=0),
+        ]
+    )
+    assert len(rows) == 1
+    assert rows[0]["lat_ms_p99"] == 200.0
+    assert rows[0]["lost"] == 5
+    assert rows[0]["repeats"] == 3
+
+
+def test_targets_compare_with_nchan_of_the_same_run() -> None:
+    rows = aggregate(
+        [
+            result("b", "nchan", lat_ms_p99=60.0, server_cpu_pct=40.0),
+            result("b", "gateway-2w", lat_ms_p99=100.0, server_cpu_pct=50.0, kb_per_conn=12.0),
+            result("a", "nchan"),
+            result("a", "gateway-2w", lat_ms_p99=130.0),
+        ]
+    )
+    verdicts = targets(rows)
+    assert any(v.startswith("b: PASS") for v in verdicts)
+    assert any(v.startswith("a: FAIL") for v in verdicts)  # 130 ms > 2 x 60 ms
+    assert any(v.startswith("KB per idle connection: PASS") for v in verdicts)
+
+
+def test_render_shows_failed_runs_instead_of_dropping_them() -> None:
+    text = render(
+        [result("a", "nchan"), {"scenario": "a", "system": "gateway-2w", "error": "boom"}]
+    )
+    assert "| a | gateway-2w | failed: boom |" in text
+    assert "| a | nchan | 5,000/5,000 |" in text

@@ -1,0 +1,90 @@
+"""Gateway settings: defaults, flags over environment, and one clear line per bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectome_sse.settings import SettingsError, load_settings
+from sse_gateway.cli import main
+from sse_gateway.settings import GatewaySettings
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings(GatewaySettings, {})
+    assert (s.redis_url, s.host, s.port, s.workers) == (
+        "redis://127.0.0.1:6379/0",
+        "127.0.0.1",
+        8000,
+        1,
+    )
+    assert (s.ping_interval, s.retry_ms, s.max_event_bytes, s.shutdown_grace) == (
+        15,
+        3000,
+        1048576,
+        5,
+    )
+    assert s.cors_origins == []
+
+
+def test_environment_and_flag_overrides() -> None:
+    s = load_settings(
+        GatewaySettings,
+        {"SSE_PORT": "9001", "SSE_CORS_ORIGINS": "https://a.example, https://b.example"},
+        {"port": "9002"},
+    )
+    assert s.port == 9002
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SSE_PORT": "eighty"}, "SSE_PORT"),
+        ({"SSE_PORT": "70000"}, "SSE_PORT"),
+        ({"SSE_WORKERS": "0"}, "SSE_WORKERS"),
+        ({"SSE_PING_INTERVAL": "-1"}, "SSE_PING_INTERVAL"),
+        ({"SSE_CLIENT_BUFFER": "0"}, "SSE_CLIENT_BUFFER"),
+        ({"SSE_CORS_ORIGINS": "example.org"}, "SSE_CORS_ORIGINS"),
+        ({"REDIS_URL": "http://127.0.0.1"}, "REDIS_URL"),
+        ({"SSE_PROT": "8000"}, "SSE_PROT"),
+    ],
+)
+def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(GatewaySettings, env)
+    message = str(err.value)
+    assert message.startswith(named)
+    assert "\n" not in message
+
+
+def test_redis_password_never_echoed() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(GatewaySettings, {"REDIS_URL": "http://user:hunter2@host"})
+    assert "hunter2" not in str(err.value)
+
+
+def test_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--ping-interval", "soon"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "SSE_PING_INTERVAL" in err
+
+
+def test_help_lists_flags_mirroring_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--port",
+        "--workers",
+        "--ping-interval",
+        "--retry-ms",
+        "--max-connections",
+        "--client-buffer",
+        "--max-event-bytes",
+        "--cors-origins",
+        "--shutdown-grace",
+        "--redis-url",
+        "--host",
+    ):
+        assert flag in out

@@ -1,0 +1,110 @@
+"""The leader lease: acquire, compare-and-renew, local deadline before expiry, fenced publish.
+
+fakeredis (with Lua) stands in for Redis here; the real-Redis behaviour, expiry
+and failover included, is proven in tests/integration/test_publisher_*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+
+from connectome_sse.contract import LEADER_KEY
+from health_publisher.lease import LeaderLease
+from tests.support.publisher import FakeClock
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[fakeredis.FakeServer]:
+    yield fakeredis.FakeServer()
+
+
+def client(server: fakeredis.FakeServer) -> fakeredis.FakeAsyncRedis:
+    return fakeredis.FakeAsyncRedis(server=server)
+
+
+async def test_only_one_acquires(server: fakeredis.FakeServer) -> None:
+    clock = FakeClock(100.0)
+    a = LeaderLease(client(server), "a", 3000, clock=clock)
+    b = LeaderLease(client(server), "b", 3000, clock=clock)
+    assert await a.acquire()
+    assert not await b.acquire()
+    assert a.held() and not b.held()
+    assert await client(server).get(LEADER_KEY) == b"a"
+    assert 2900 <= await client(server).pttl(LEADER_KEY) <= 3000
+
+
+async def test_local_deadline_falls_before_the_key_expires(server: fakeredis.FakeServer) -> None:
+    clock = FakeClock(100.0)
+    lease = LeaderLease(client(server), "a", 3000, clock=clock)
+    assert await lease.acquire()
+    assert lease.valid_for < 3.0
+    clock.advance(lease.valid_for - 0.001)
+    assert lease.held()
+    clock.advance(0.001)
+    assert not lease.held()
+
+
+async def test_renew_extends_only_our_own_lease(server: fakeredis.FakeServer) -> None:
+    clock = FakeClock(100.0)
+    a = LeaderLease(client(server), "a", 3000, clock=clock)
+    b = LeaderLease(client(server), "b", 3000, clock=clock)
+    assert await a.acquire()
+    clock.advance(2.0)
+    assert await a.renew()
+    assert a.held_until == pytest.approx(102.0 + a.valid_for)
+    assert not await b.renew()
+    assert await client(server).get(LEADER_KEY) == b"a"
+
+
+async def test_renew_fails_once_another_holds_it(server: fakeredis.FakeServer) -> None:
+    a = LeaderLease(client(server), "a", 3000)
+    assert await a.acquire()
+    await client(server).set(LEADER_KEY, "b")  # a expired and b acquired meanwhile
+    assert not await a.renew()
+    assert not a.held()
+
+
+async def test_acquire_recognises_its_own_token(server: fakeredis.FakeServer) -> None:
+    await client(server).set(LEADER_KEY, "a", px=3000)  # our SET went through, its reply did not
+    lease = LeaderLease(client(server), "a", 3000)
+    assert await lease.acquire()
+
+
+async def test_release_is_compare_and_delete(server: fakeredis.FakeServer) -> None:
+    a = LeaderLease(client(server), "a", 3000)
+    b = LeaderLease(client(server), "b", 3000)
+    assert await a.acquire()
+    assert not await b.release()
+    assert await client(server).get(LEADER_KEY) == b"a"
+    assert await a.release()
+    assert not a.held()
+    assert await b.acquire()
+
+
+async def test_fenced_publish_writes_snapshot_and_channel(server: fakeredis.FakeServer) -> None:
+    redis = client(server)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("sse:connectome_health")
+    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+    lease = LeaderLease(client(server), "a", 3000)
+    assert await lease.acquire()
+    assert await lease.publish("connectome_health", '{"x":1}') == 1
+    assert await redis.get("sse:last:connectome_health") == b'{"x":1}'
+    message = await pubsub.get_message(timeout=1.0)
+    assert message is not None and message["data"] == b'{"x":1}'
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_fenced_publish_refuses_a_publisher_that_lost_the_lease(
+    server: fakeredis.FakeServer,
+) -> None:
+    redis = client(server)
+    a = LeaderLease(client(server), "a", 3000)
+    assert await a.acquire()
+    await redis.set(LEADER_KEY, "b")
+    assert await a.publish("connectome_health", "{}") is None
+    assert not a.held()
+    assert await redis.get("sse:last:connectome_health") is None

@@ -1,0 +1,122 @@
+"""The stream writer: synchronous writes while the client keeps up, bounded buffering when not."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sse_gateway.framing import Frame
+from sse_gateway.stream_writer import StreamWriter
+from tests.support.asgi import ASGIClient
+
+
+async def _started(client: ASGIClient) -> StreamWriter:
+    await client.receive()  # consume the request, as the endpoint does
+    writer = StreamWriter(client.send, limit=3)
+    writer.release([b"first\n\n"])
+    return writer
+
+
+async def test_frames_are_written_synchronously_when_the_client_keeps_up() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    writer = await _started(client)
+    assert writer.offer(Frame(b"a\n\n"))
+    # No await in between: the bytes are already "on the wire".
+    assert bytes(client.body) == b"first\n\na\n\n"
+    writer.close(b"retry: 10\n\n")
+    assert client.complete
+    assert bytes(client.body).endswith(b"retry: 10\n\n")
+
+
+async def test_frames_queue_while_holding_and_follow_the_snapshot() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    writer = StreamWriter(client.send, limit=10)
+    writer.offer(Frame(b"live1\n\n"))
+    writer.offer(Frame(b"live2\n\n"))
+    assert bytes(client.body) == b""
+    writer.release([b"snap\n\n"])
+    assert bytes(client.body) == b"snap\n\nlive1\n\nlive2\n\n"
+
+
+async def test_a_stalled_client_buffers_up_to_the_limit_then_is_cut() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    writer = await _started(client)
+    client.paused = True
+    assert writer.offer(Frame(b"1\n\n"))  # this send stalls and continues in a flusher
+    assert writer.offer(Frame(b"2\n\n"))
+    assert writer.offer(Frame(b"3\n\n"))
+    assert writer.offer(Frame(b"4\n\n"))
+    assert not writer.offer(Frame(b"5\n\n"))  # a 4th frame waiting behind the stall: cut
+    assert writer.cut and writer.closed
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    # The stalled write completes, the queued frames are dropped, the stream ends.
+    assert bytes(client.body) == b"first\n\n1\n\n"
+    assert client.complete
+
+
+async def test_a_stall_that_clears_flushes_everything_in_one_write_in_order() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    writer = await _started(client)
+    client.paused = True
+    writer.offer(Frame(b"1\n\n"))
+    writer.offer(Frame(b"2\n\n"))
+    writer.offer(Frame(b"3\n\n"))
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    assert bytes(client.body) == b"first\n\n1\n\n2\n\n3\n\n"
+    assert not writer.closed
+    writer.offer(Frame(b"4\n\n"))
+    assert bytes(client.body).endswith(b"3\n\n4\n\n")
+
+
+class FakeDirectBody:
+    """A server that takes chunk-framed bytes directly unless its transport is paused."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.paused = False
+        self.aborted = False
+
+    def write(self, chunk: bytes) -> bool:
+        if self.paused:
+            return False
+        self.written += chunk
+        return True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_direct_body_takes_the_prebuilt_chunk_and_send_takes_over_when_paused() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    direct = FakeDirectBody()
+    writer = StreamWriter(client.send, limit=3, direct=direct)
+    writer.release([b"first\n\n"])
+    writer.offer(Frame(b"a\n\n"))
+    assert bytes(direct.written) == b"3\r\na\n\n\r\n"  # the chunk, built once per event
+    direct.paused = client.paused = True
+    writer.offer(Frame(b"b\n\n"))  # the direct write is refused: send stalls, a flusher waits
+    writer.offer(Frame(b"c\n\n"))
+    direct.paused = False
+    writer.offer(Frame(b"d\n\n"))  # still behind the stalled send: queued, order kept
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    assert bytes(client.body) == b"first\n\nb\n\nc\n\nd\n\n"
+    writer.offer(Frame(b"e\n\n"))
+    assert bytes(direct.written).endswith(b"3\r\ne\n\n\r\n")
+
+
+async def test_cutting_a_stalled_client_aborts_its_connection() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    direct = FakeDirectBody()
+    writer = StreamWriter(client.send, limit=1, direct=direct)
+    writer.release([])
+    direct.paused = client.paused = True
+    assert writer.offer(Frame(b"1\n\n"))
+    assert writer.offer(Frame(b"2\n\n"))
+    assert not writer.offer(Frame(b"3\n\n"))
+    assert direct.aborted
+    await client.disconnect()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
