@@ -29,6 +29,7 @@ from sse_gateway.routes import (
     health_routes,
     http_error,
 )
+from sse_gateway.server import end_with_supervisor
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.shutdown import drain_on_signals
 from sse_gateway.source import EventSource
@@ -115,4 +116,5 @@ def app_from_environ() -> GatewayApp:
     """Factory for uvicorn workers: each reads the settings its parent exported."""
     settings = load_settings(GatewaySettings)
     setup_logging(settings.log_level)
+    end_with_supervisor()
     return create_app(settings, handle_signals=True)

@@ -4,13 +4,19 @@ Each worker is a full gateway (its own Redis subscription, hub and relay)
 built by ``app_from_environ`` from the settings the parent exports, so flags
 given to the parent reach every worker. With several workers, metrics go
 through prometheus-client's multiprocess directory, created here and removed
-on exit.
+on exit. Workers also ask the kernel to SIGTERM them when the supervisor
+dies: uvicorn's supervisor has no way to stop them after a ``kill -9``, and an
+orphaned worker would keep holding the port and its clients forever.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 
 import uvicorn
@@ -20,9 +26,19 @@ from sse_gateway.http_protocol import GatewayHttpProtocol
 from sse_gateway.metrics import MULTIPROC_ENV
 from sse_gateway.settings import GatewaySettings
 
+# Internal, not a setting: tells a worker which process is its supervisor.
+SUPERVISOR_PID_ENV = "CONNECTOME_GATEWAY_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("sse_gateway")
+
 
 def serve(settings: GatewaySettings) -> None:
     os.environ.update(to_environ(settings))
+    if settings.workers > 1:
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
+    else:
+        os.environ.pop(SUPERVISOR_PID_ENV, None)
     metrics_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         metrics_dir = tempfile.mkdtemp(prefix="sse-gateway-metrics-")
@@ -49,3 +65,22 @@ def serve(settings: GatewaySettings) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def end_with_supervisor() -> None:
+    """In a worker: have the kernel SIGTERM this process when the supervisor dies.
+
+    SIGTERM rather than SIGKILL, so the worker drains its streams (each client
+    is told to retry) like any other shutdown. A supervisor that died before
+    the request was made is noticed through the parent pid.
+    """
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot follow the supervisor: prctl: %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != int(supervisor):
+        log.warning("supervisor %s is gone before this worker started; exiting", supervisor)
+        raise SystemExit(1)

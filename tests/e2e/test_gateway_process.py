@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -15,6 +16,7 @@ from tests.support.gateway import gateway_connections
 from tests.support.processes import console_script
 from tests.support.redis_server import RedisServer
 from tests.support.sse_clients import open_streams, until
+from tests.support.up_process import alive, cmdline, descendants
 from tests.support.wait import wait_for
 
 
@@ -139,6 +141,21 @@ async def test_two_workers_share_the_port_each_with_one_subscription(
         assert len(pids) == 2, pids
     assert len([c for c in gateway_connections(redis) if c.get("psub") == "1"]) == 2
     assert gateway.status("/healthz") == 200
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    """kill -9 of the parent runs none of uvicorn's code: the kernel's parent-death signal does."""
+    gateway = start_gateway(redis_server.url, args=("--workers", "2")).wait_ready()
+    tree = descendants(gateway.pid)  # the two workers and multiprocessing's resource tracker
+    assert len([pid for pid in tree if "spawn_main" in cmdline(pid)]) == 2, tree
+    async with open_streams(gateway.url + "/api/sse?events=w", 10) as clients:
+        await until(lambda: gateway.metric("sse_open_streams") == 10, what="streams open")
+        os.kill(gateway.pid, signal.SIGKILL)
+        await until(lambda: all(c.ended for c in clients), timeout=15, what="streams drained")
+    wait_for(lambda: not any(alive(pid) for pid in tree), timeout=15, what="workers gone")
+    assert gateway.log().count("draining: ended") == 2, gateway.log()[-2000:]
 
 
 def test_regression_a_port_in_use_ends_the_process(
