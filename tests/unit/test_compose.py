@@ -37,6 +37,8 @@ SETTINGS_BY_COMMAND: dict[str, type[ProcessSettings]] = {
 }
 # `connectome-sse demo-engine` reads only where its Redis is.
 DEMO_ENGINE_ENV = {"REDIS_URL"}
+# Read by uvicorn itself, under the gateway (which proxy may set X-Forwarded-For).
+SERVER_ENV = {"sse-gateway": {"FORWARDED_ALLOW_IPS"}}
 
 # Paths the gateway serves that a health check may ask.
 HEALTH_PATHS = {"/healthz", "/readyz"}
@@ -124,7 +126,7 @@ def test_every_setting_passed_exists_and_is_valid(services: dict[str, dict[str, 
                 f"{name}: unknown settings {set(env) - DEMO_ENGINE_ENV}"
             )
             continue
-        unknown = set(env) - set(settings_cls.env_names())
+        unknown = set(env) - set(settings_cls.env_names()) - SERVER_ENV.get(cmd[0], set())
         assert not unknown, f"{name}: {sorted(unknown)} are not settings of {cmd[0]}"
         load_settings(settings_cls, env)  # the values themselves pass the process's own checks
 
