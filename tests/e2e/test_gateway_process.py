@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
-from tests.support.gateway import gateway_connections
+from tests.support.gateway import gateway_subscriptions
 from tests.support.processes import console_script
 from tests.support.redis_server import RedisServer
 from tests.support.sse_clients import open_streams, until
@@ -135,14 +135,14 @@ async def test_two_workers_share_the_port_each_with_one_subscription(
 ) -> None:
     gateway = start_gateway(redis_server.url, args=("--workers", "2")).wait_ready()
     redis = redis_server.client()
-    await until(lambda: len(subscriptions(redis)) == 2, what="one subscription per worker")
+    await until(lambda: len(gateway_subscriptions(redis)) == 2, what="one subscription per worker")
     async with open_streams(gateway.url + "/api/sse?events=w", 40) as clients:
         await until(lambda: gateway.metric("sse_open_streams") == 40, what="metrics add up")
         redis.publish("sse:w", "to-all")
         await until(lambda: all(c.of("w") == ["to-all"] for c in clients), what="delivery")
         pids = set(re.findall(r"\[(\d+)\] sse_gateway\.stream: stream opened", gateway.log()))
         assert len(pids) == 2, pids
-    assert len(subscriptions(redis)) == 2
+    assert len(gateway_subscriptions(redis)) == 2
     assert gateway.status("/healthz") == 200
 
 
@@ -160,18 +160,13 @@ async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
     assert len([pid for pid in tree if "spawn_main" in cmdline(pid)]) == 2, tree
     # Ready means one worker serves; both must be running before the supervisor dies.
     redis = redis_server.client()
-    await until(lambda: len(subscriptions(redis)) == 2, what="both workers subscribed")
+    await until(lambda: len(gateway_subscriptions(redis)) == 2, what="both workers subscribed")
     async with open_streams(gateway.url + "/api/sse?events=w", 10) as clients:
         await until(lambda: gateway.metric("sse_open_streams") == 10, what="streams open")
         os.kill(gateway.pid, signal.SIGKILL)
         await until(lambda: all(c.ended for c in clients), timeout=15, what="streams drained")
     wait_for(lambda: not any(alive(pid) for pid in tree), timeout=15, what="workers gone")
     assert gateway.log().count("draining: ended") == 2, gateway.log()[-2000:]
-
-
-def subscriptions(redis: object) -> list[dict[str, object]]:
-    """The gateways' pub/sub connections (one PSUBSCRIBE each)."""
-    return [c for c in gateway_connections(redis) if c.get("psub") == "1"]
 
 
 def test_regression_a_port_in_use_ends_the_process(

@@ -61,3 +61,8 @@ def gateway_connections(redis_client: object) -> list[dict[str, object]]:
     """CLIENT LIST entries the gateways opened (they name their connections)."""
     clients = redis_client.client_list()  # type: ignore[attr-defined]
     return [c for c in clients if c.get("name") == "sse-gateway"]
+
+
+def gateway_subscriptions(redis_client: object) -> list[dict[str, object]]:
+    """The gateways' pub/sub connections: one PSUBSCRIBE per gateway process."""
+    return [c for c in gateway_connections(redis_client) if c.get("psub") == "1"]

@@ -16,18 +16,18 @@ import socket
 from pathlib import Path
 
 _FIRST = 20_000
-_FALLBACK_EPHEMERAL_START = 32_768
-
-_handed_out: set[int] = set()
-_cursor = _FIRST + (os.getpid() * 7919) % 8_000
 
 
 def _ephemeral_start() -> int:
     try:
-        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
-        return int(low)
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return _FALLBACK_EPHEMERAL_START
+        return 32_768  # Linux's default
+
+
+_LAST = _ephemeral_start() - 1
+_handed_out: set[int] = set()
+_cursor = _FIRST + (os.getpid() * 7919) % 8_000
 
 
 def _bindable(port: int) -> bool:
@@ -43,14 +43,13 @@ def _bindable(port: int) -> bool:
 def free_port() -> int:
     """A loopback port nothing listens on, never returned before in this process."""
     global _cursor
-    last = _ephemeral_start() - 1
-    if last <= _FIRST:
-        raise RuntimeError(f"ephemeral port range starts at {last + 1}: no room for test ports")
-    span = last - _FIRST + 1
+    if _LAST <= _FIRST:
+        raise RuntimeError(f"ephemeral port range starts at {_LAST + 1}: no room for test ports")
+    span = _LAST - _FIRST + 1
     for _ in range(span):
         port = _FIRST + (_cursor - _FIRST) % span
         _cursor = port + 1
         if port not in _handed_out and _bindable(port):
             _handed_out.add(port)
             return port
-    raise RuntimeError(f"no free loopback port left in {_FIRST}..{last}")
+    raise RuntimeError(f"no free loopback port left in {_FIRST}..{_LAST}")
