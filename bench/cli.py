@@ -4,6 +4,11 @@ Starts its own redis-server on a free port, then for each scenario and each
 system: flush Redis, start the system, measure, stop it, append the result to
 `bench/results/<time>.jsonl`. Prints the markdown table on stdout, progress on
 stderr. Every process it starts is stopped when it ends, also on Ctrl-C.
+
+`--before <commit>` adds the gateway of an older commit to the same run
+(systems `gateway-<N>w-before`): it is checked out in a git worktree under
+/tmp and run with this interpreter, so the before/after figures share one
+machine state.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from bench import bootstrap
-from bench.scenarios import ALL_SYSTEMS, SCENARIOS
+from bench.scenarios import ALL_SYSTEMS, BEFORE_SYSTEMS, SCENARIOS, WIDE_SYSTEMS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -34,18 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{s.name}: {s.title}" for s in SCENARIOS.values())
         + ". Example: python3 -m bench --scenarios a,b --systems nchan,gateway-2w",
     )
-    p.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated (default: all)")
+    p.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: all)"
+    )
     p.add_argument(
         "--systems",
-        default=",".join(ALL_SYSTEMS),
-        help="comma-separated from nchan, gateway-<N>w, naive (= naive-2w), naive-<N>w; "
-        "each scenario runs those it can (default: %(default)s)",
+        help="comma-separated from nchan (= nchan-2w), nchan-<N>w, gateway-<N>w, "
+        "gateway-<N>w-before (needs --before), naive (= naive-2w), naive-<N>w; each "
+        f"scenario runs those it can (default: {','.join(ALL_SYSTEMS)}, and with --before "
+        f"{','.join(s for s in (*BEFORE_SYSTEMS, *WIDE_SYSTEMS) if s.endswith('-before'))})",
     )
     p.add_argument(
         "--repeat",
         type=int,
         default=3,
         help="runs of each pair; the table shows medians (%(default)s)",
+    )
+    p.add_argument(
+        "--repeat-fg",
+        type=int,
+        help="runs of each pair in the long scenarios f and g (default: as --repeat)",
+    )
+    p.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also run the gateway of COMMIT (systems gateway-<N>w-before), for a "
+        "before/after in one run",
     )
     p.add_argument("--clients", type=int, help="override every scenario's client count")
     p.add_argument("--events", type=int, help="override every scenario's event count")
@@ -94,7 +113,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str], list[str]]]:
     """(scenario, systems to run, systems left out with why) for each chosen scenario."""
     from bench.systems import canonical_name, gateway_available
 
-    wanted = [canonical_name(s.strip()) for s in args.systems.split(",") if s.strip()]
+    systems = args.systems or ",".join(
+        [*ALL_SYSTEMS, *(s for s in (*BEFORE_SYSTEMS, *WIDE_SYSTEMS) if s.endswith("-before"))]
+        if args.before
+        else ALL_SYSTEMS
+    )
+    wanted = [canonical_name(s.strip()) for s in systems.split(",") if s.strip()]
     have_gateway = gateway_available()
     out = []
     for name in (s.strip() for s in args.scenarios.split(",") if s.strip()):
@@ -105,6 +129,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str], list[str]]]:
         for system in wanted:
             if system.startswith("gateway") and not have_gateway:
                 skipped.append(f"{system} (sse_gateway.cli not installed yet)")
+            elif system.endswith("-before") and not args.before:
+                skipped.append(f"{system} (no --before commit)")
             elif system not in scen.systems and args.clients is None:
                 skipped.append(f"{system} (not run in {name}: see bench/scenarios.py)")
             else:
@@ -121,16 +147,19 @@ def rotated(items: list[str], by: int) -> list[str]:
     return items[k:] + items[:k]
 
 
-def run_one(scen, system_name: str, redis_server, opts, profile) -> dict[str, Any]:
+def run_one(
+    scen, system_name: str, redis_server, opts, profile, before_tree: Path | None = None
+) -> dict[str, Any]:
     """Start the system, measure, stop it. A failure becomes a result with an `error`."""
-    from bench.load import measure
+    from bench.load import measure, measure_ceiling
     from bench.systems import start_system
 
     redis_server.flush()
     system = None
     try:
-        system = start_system(system_name, redis_server)
-        return measure(scen, system, redis_server, opts, profile)
+        system = start_system(system_name, redis_server, before_tree=before_tree)
+        how = measure_ceiling if scen.ceiling_rates else measure
+        return how(scen, system, redis_server, opts, profile)
     except Exception as e:  # one failed run must not end the others
         return {"scenario": scen.name, "system": system_name, "error": str(e)}
     finally:
@@ -141,10 +170,39 @@ def run_one(scen, system_name: str, redis_server, opts, profile) -> dict[str, An
 def one_line(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"failed: {result['error']}"
+    if "ceiling_stop" in result:
+        return (
+            f"{result['connected']:,} streams, ceiling {result.get('ceiling_events_per_s')} "
+            f"events/s ({result.get('delivered_per_s')} deliv/s, "
+            f"{result.get('deliveries_per_cpu_s')} per CPU-s); stopped at {result['ceiling_stop']}"
+        )
     return (
         f"{result['connected']:,} streams, p99 {result['lat_ms_p99']} ms, "
         f"CPU {result['server_cpu_pct']} %, lost {result['lost']}, dups {result['dups']}"
     )
+
+
+def checkout(commit: str) -> Path:
+    """A git worktree of `commit` under /tmp (made once, reused by later runs)."""
+    full = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True, text=True, cwd=bootstrap.REPO_DIR, check=False,
+    )  # fmt: skip
+    if full.returncode != 0:
+        raise SystemExit(f"bench: --before {commit!r} is not a commit of this repository")
+    tree = Path(f"/tmp/bench-before-{full.stdout.strip()[:12]}")
+    if not (tree / "sse_gateway").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), full.stdout.strip()],
+            cwd=bootstrap.REPO_DIR, check=True, capture_output=True,
+        )  # fmt: skip
+    return tree
+
+
+def repeats_of(scen_name: str, args: argparse.Namespace) -> int:
+    if scen_name in ("f", "g") and args.repeat_fg is not None:
+        return int(args.repeat_fg)
+    return int(args.repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     schedule = plan(args)
+    before_tree = checkout(args.before) if args.before else None
     need_nchan = any("nchan" in systems for _, systems, _ in schedule)
     if not args.no_install:
         bootstrap.ensure_debian_packages(need_nchan)
@@ -181,16 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"commit {commit}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
         f"open-file limit {nofile}; results -> {out}"
+        + (f"; before: {args.before} in {before_tree}" if before_tree else "")
     )
     results: list[dict[str, Any]] = []
     t_start = time.monotonic()
     redis_server = RedisServer()
     try:
         redis_server.start()
-        for rep in range(args.repeat):
+        rounds = max(repeats_of(name, args) for name, _, _ in schedule) if schedule else 0
+        for rep in range(rounds):
             for scen_name, systems, skipped in schedule:
                 for why in skipped if rep == 0 else []:
                     say(f"{scen_name}: skipping {why}")
+                if rep >= repeats_of(scen_name, args):
+                    continue
                 scen = replace(
                     SCENARIOS[scen_name],
                     clients=args.clients or SCENARIOS[scen_name].clients,
@@ -198,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                     rate=args.rate or SCENARIOS[scen_name].rate,
                 )
                 for system_name in rotated(systems, rep):
-                    say(f"{scen.name} ({scen.title}): {system_name}, run {rep + 1}/{args.repeat}")
+                    say(
+                        f"{scen.name} ({scen.title}): {system_name}, "
+                        f"run {rep + 1}/{repeats_of(scen.name, args)}"
+                    )
                     profile = (
                         start_profile(
                             RESULTS_DIR, f"{stamp}-{scen.name}", native=args.profile_native
@@ -206,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                         if args.profile and system_name.startswith("gateway")
                         else None
                     )
-                    result = run_one(scen, system_name, redis_server, opts, profile)
+                    result = run_one(scen, system_name, redis_server, opts, profile, before_tree)
                     result.update(repeat=rep + 1, started=stamp, commit=commit)
+                    if system_name.endswith("-before"):
+                        result["code_commit"] = args.before
                     results.append(result)
                     with out.open("a") as f:
                         f.write(json.dumps(result) + "\n")

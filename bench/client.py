@@ -14,7 +14,14 @@ A worker obeys its parent over a `multiprocessing` pipe:
                        ("storm", dict)   after a reconnect storm
                        ("result", dict)  raw measurements, then the worker exits
     parent -> worker   ("storm", unix_time)  close every stream at that instant, reopen all at once
+                       ("measure", (run_id, expected))  start a new measurement on the open
+                                             streams (answered by ("measuring", None))
+                       ("report", None)      send ("report", dict) of the measurement so far
                        ("stop", None)        report and exit
+
+A worker may connect from its own loopback source address (`source`,
+127.0.0.x): one address has about 28,000 ephemeral ports towards one server
+port, fewer than scenario f's streams.
 
 It also exits by itself when the pipe closes or after `max_life_s`.
 """
@@ -46,6 +53,9 @@ from bench.sse_wire import (
 )
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+# The port is picked at connect(), by the 4-tuple, not at bind(): ports are not used up
+# by the binding itself (Linux).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 TIMESPEC = struct.Struct("@qq")
 ANCILLARY_BYTES = socket.CMSG_SPACE(TIMESPEC.size)
 
@@ -64,6 +74,7 @@ class WorkerConfig:
     storm_timeout_s: float
     max_life_s: float
     recv_bytes: int = 65536
+    source: str | None = None  # loopback address to connect from; None: the kernel's choice
 
 
 class WorkerState:
@@ -76,6 +87,8 @@ class WorkerState:
             "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
         ).encode()
         self.feed_cache = FeedCache()
+        self.run_id = cfg.run_id  # both change with each ("measure", ...) command
+        self.expected = cfg.expected
         self.payloads: dict[str, tuple[int, float] | None] = {}
         self.lat_kernel = array("d")
         self.lat_app = array("d")
@@ -125,11 +138,15 @@ class Stream:
         self.is_open = False
         self.head_buf = b""
         self.sse: SSEStream | None = None
-        self.seen = bytearray(st.cfg.expected)
+        self.total = 1  # streams of the worker, set by the worker once all are open
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget what was received: a new measurement on the same connection."""
+        self.seen = bytearray(self.st.expected)
         self.got = self.dups = self.reorders = 0
         self.max_seq = -1
         self.finished = False
-        self.total = 1  # streams of the worker, set by the worker once all are open
 
     async def open(self, loop: asyncio.AbstractEventLoop) -> float:
         """Connect and read the response head; seconds it took. Raises on any failure."""
@@ -141,6 +158,9 @@ class Stream:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            if self.st.cfg.source is not None:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.st.cfg.source, 0))
             await loop.sock_connect(sock, (self.st.cfg.host, self.st.cfg.port))
             await loop.sock_sendall(sock, self.st.request)
             loop.add_reader(sock.fileno(), self.on_readable)
@@ -208,7 +228,7 @@ class Stream:
             try:
                 info = st.payloads[event.data]
             except KeyError:
-                info = st.payloads[event.data] = read_payload(event.data, st.cfg.run_id)
+                info = st.payloads[event.data] = read_payload(event.data, st.run_id)
             if info is None:
                 st.foreign += 1
                 continue
@@ -350,6 +370,21 @@ class Worker:
             "failures": failures,
         }
 
+    def restart(self, run_id: str, expected: int) -> None:
+        """A new measurement on the streams already open (scenario g's steps)."""
+        st = self.st
+        st.run_id, st.expected = run_id, expected
+        st.payloads.clear()
+        st.lat_kernel = array("d")
+        st.lat_app = array("d")
+        st.first_rx = st.last_rx = 0.0
+        st.foreign = st.dropped = 0
+        st.other_types.clear()
+        st.drop_reasons.clear()
+        for s in self.streams:
+            s.restart()
+        self._arm_completion()
+
     def result(self) -> dict[str, Any]:
         st = self.st
         protocol_errors: dict[str, int] = {}
@@ -401,6 +436,11 @@ class Worker:
                 kind, body = "stop", "max life"
             if kind == "storm":
                 self.send("storm", await self.storm(loop, float(body)))
+            elif kind == "measure":
+                self.restart(*body)
+                self.send("measuring", None)
+            elif kind == "report":
+                self.send("report", self.result())
             elif kind == "stop":
                 break
         loop.remove_reader(fd)

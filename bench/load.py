@@ -6,6 +6,15 @@ memory and Redis `connected_clients` (connections held) -> [storm: every
 stream closes and reopens at once] -> publish M events at R/s, reading CPU
 over first publish .. last delivery -> wait for every stream to have every
 event, at most `drain_s` after the last publish -> collect raw measurements.
+
+The ceiling (scenario g, `measure_ceiling`) ramps once, then publishes step
+after step at a rising rate on the same streams, each step a measurement of
+its own, until a step's fan-out p99 passes the scenario's bound or an event
+is lost.
+
+Each client worker process connects from its own loopback address
+(127.0.0.1, .2, ...): one source address has about 28,000 ephemeral ports
+towards the server's port, fewer than scenario f's 50,000 streams.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait as wait_pipes
 from typing import Any
 
+from bench.bootstrap import say as bootstrap_say
 from bench.client import WorkerConfig, worker_main
 from bench.procstats import cpu_seconds, tree_stats
 from bench.publisher import publish_series
@@ -91,6 +101,66 @@ def _merge_counts(tables: list[dict[str, int]]) -> dict[str, int]:
     return merged
 
 
+class ClientFleet:
+    """The load client's worker processes, their pipes and their ramp."""
+
+    def __init__(self, scenario: Scenario, system: RunningSystem, opts: LoadOptions) -> None:
+        self.run_id = secrets.token_hex(4)
+        per_process = scenario.streams_per_process or opts.streams_per_process
+        self.shares = _split(scenario.clients, max(1, math.ceil(scenario.clients / per_process)))
+        self.opts = opts
+        self.workers: list[Any] = []
+        self.pipes: list[Pipe] = []
+        ctx = mp.get_context("fork")
+        for k, n in enumerate(self.shares):
+            cfg = WorkerConfig(
+                host="127.0.0.1",
+                port=system.port,
+                path=system.sse_path,
+                clients=n,
+                expected=scenario.events,
+                run_id=self.run_id,
+                event_type=opts.event_type,
+                ramp_concurrency=opts.ramp_concurrency,
+                connect_timeout_s=opts.connect_timeout_s,
+                storm_timeout_s=opts.storm_timeout_s,
+                max_life_s=900.0,
+                source=f"127.0.0.{1 + k}",
+            )
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(cfg, theirs), daemon=True)
+            proc.start()
+            theirs.close()  # so a dead worker reads as EOF here
+            self.workers.append(proc)
+            self.pipes.append(ours)
+        self.hub = WorkerHub(self.pipes)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.workers]
+
+    def ramp(self) -> tuple[list[dict[str, Any]], float]:
+        """Each worker's "ready" message ({} for one that failed) and the ramp's seconds."""
+        t_ramp = time.time()
+        opts = self.opts
+        limit = 30 + max(self.shares) / opts.ramp_concurrency * opts.connect_timeout_s
+        ready = [r or {} for r in self.hub.wait_all("ready", min(600.0, limit))]
+        return ready, time.time() - t_ramp
+
+    def results(self) -> list[dict[str, Any]]:
+        self.hub.send_all(("stop", None))
+        return [r for r in self.hub.wait_all("result", 120) if r]
+
+    def close(self, completed: bool) -> None:
+        for proc in self.workers:
+            proc.join(5 if completed else 0.1)  # interrupted: do not wait for them
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+
+
 def measure(
     scenario: Scenario,
     system: RunningSystem,
@@ -100,42 +170,14 @@ def measure(
 ) -> dict[str, Any]:
     import uvloop
 
-    run_id = secrets.token_hex(4)
-    procs = max(1, math.ceil(scenario.clients / opts.streams_per_process))
-    shares = _split(scenario.clients, procs)
-    ctx = mp.get_context("fork")
-    workers: list[Any] = []
-    pipes: list[Pipe] = []
     idle = tree_stats(system.pid)
     completed = False
+    fleet = ClientFleet(scenario, system, opts)
+    run_id, procs, hub = fleet.run_id, len(fleet.shares), fleet.hub
     try:
-        for n in shares:
-            cfg = WorkerConfig(
-                host="127.0.0.1",
-                port=system.port,
-                path=system.sse_path,
-                clients=n,
-                expected=scenario.events,
-                run_id=run_id,
-                event_type=opts.event_type,
-                ramp_concurrency=opts.ramp_concurrency,
-                connect_timeout_s=opts.connect_timeout_s,
-                storm_timeout_s=opts.storm_timeout_s,
-                max_life_s=900.0,
-            )
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(cfg, theirs), daemon=True)
-            proc.start()
-            theirs.close()  # so a dead worker reads as EOF here
-            workers.append(proc)
-            pipes.append(ours)
-        hub = WorkerHub(pipes)
-        worker_pids = [p.pid for p in workers]
+        worker_pids = fleet.pids
 
-        t_ramp = time.time()
-        ramp_limit = 30 + max(shares) / opts.ramp_concurrency * opts.connect_timeout_s
-        ready = [r or {} for r in hub.wait_all("ready", min(600.0, ramp_limit))]
-        ramp_s = time.time() - t_ramp
+        ready, ramp_s = fleet.ramp()
         connected = sum(r.get("connected", 0) for r in ready)
         connect_s = sorted(x for r in ready for x in r.get("connect_s", ()))
         time.sleep(opts.warmup_s)
@@ -179,17 +221,10 @@ def measure(
         end = tree_stats(system.pid)
         cli_cpu1, redis_cpu1 = cpu_seconds(worker_pids), redis_server.cpu_seconds()
         profiled = profile_done() if profile_done else None
-        hub.send_all(("stop", None))
-        results = [r for r in hub.wait_all("result", 120) if r]
+        results = fleet.results()
         completed = True
     finally:
-        for proc in workers:
-            proc.join(5 if completed else 0.1)  # interrupted: do not wait for them
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        for pipe in pipes:
-            pipe.close()
+        fleet.close(completed)
 
     published = pub["published"]
     window = max(t_end - pub["t_first"], 1e-6)
@@ -261,3 +296,157 @@ def _hit_pct(results: list[dict[str, Any]]) -> float | None:
     hits = sum(r["cache_hits"] for r in results)
     total = hits + sum(r["cache_misses"] for r in results)
     return round(100 * hits / total, 1) if total else None
+
+
+def measure_ceiling(
+    scenario: Scenario,
+    system: RunningSystem,
+    redis_server: RedisServer,
+    opts: LoadOptions,
+    profile: ProfileStart | None = None,
+) -> dict[str, Any]:
+    """Scenario g: step the rate up on the same streams until p99 or loss says stop.
+
+    Each step is measured like a scenario of its own (`step_summary`); the
+    result's main figures are those of the fastest step that passed (p99 within
+    `scenario.ceiling_p99_ms`, nothing lost, the publisher on schedule).
+    """
+    import uvloop
+
+    idle = tree_stats(system.pid)
+    completed = False
+    fleet = ClientFleet(scenario, system, opts)
+    hub = fleet.hub
+    steps: list[dict[str, Any]] = []
+    stop_reason = "every step passed"
+    try:
+        ready, ramp_s = fleet.ramp()
+        connected = sum(r.get("connected", 0) for r in ready)
+        connect_s = sorted(x for r in ready for x in r.get("connect_s", ()))
+        time.sleep(opts.warmup_s)
+        held = tree_stats(system.pid)
+        redis_clients = redis_server.connected_clients()
+        live = {i for i, r in enumerate(ready) if r.get("connected")}
+        for rate in scenario.ceiling_rates:
+            events = max(10, round(rate * scenario.step_s))
+            run_id = secrets.token_hex(4)
+            for kind in ("measuring", "report"):
+                hub.inbox.pop(kind, None)
+            hub.send_all(("measure", (run_id, events)))
+            hub.wait_all("measuring", 30)
+            hub.inbox.pop("complete", None)  # a late one of the step before came ahead of it
+            srv_cpu0, cli_cpu0 = tree_stats(system.pid).cpu_s, cpu_seconds(fleet.pids)
+            publish_s = events / rate
+            profile_done = profile(system, publish_s + 1.0) if profile else None
+            pub = uvloop.run(
+                publish_series(system.publisher(), run_id, events, rate, scenario.payload_bytes)
+            )
+            drain_left = pub["t_last"] + scenario.step_drain_s - time.time()
+            hub.wait_all("complete", max(0.0, drain_left), live)
+            t_end = time.time()
+            srv_cpu1, cli_cpu1 = tree_stats(system.pid).cpu_s, cpu_seconds(fleet.pids)
+            hub.send_all(("report", None))
+            reports = [r for r in hub.wait_all("report", 60) if r]
+            step = step_summary(rate, pub, reports, t_end, srv_cpu1 - srv_cpu0, cli_cpu1 - cli_cpu0)
+            if profile_done is not None:
+                step["profile"] = profile_done()
+            steps.append(step)
+            bootstrap_say(
+                f"  g step {rate:g}/s: p99 {step['lat_ms_p99']} ms, lost {step['lost']}, "
+                f"{step['delivered_per_s']} deliv/s, CPU {step['server_cpu_pct']} %"
+            )
+            why = step_failure(step, scenario.ceiling_p99_ms)
+            if why is not None:
+                stop_reason = f"{rate:g}/s: {why}"
+                break
+        fleet.results()
+        completed = True
+    finally:
+        fleet.close(completed)
+
+    passed = [s for s in steps if step_failure(s, scenario.ceiling_p99_ms) is None]
+    best = passed[-1] if passed else None
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "system": system.name,
+        "clients": scenario.clients,
+        "events": sum(s["published"] for s in steps),
+        "rate": best["rate"] if best else None,
+        "payload_bytes": scenario.payload_bytes,
+        "client_procs": len(fleet.shares),
+        "connected": connected,
+        "connect_failures": _merge_counts([r.get("failures", {}) for r in ready]),
+        "ramp_s": round(ramp_s, 2),
+        **_prefixed_ms(connect_s, "connect_ms"),
+        "server_procs": len(held.pids),
+        "server_rss_idle_mb": round(idle.rss_kb / 1024, 1),
+        "server_rss_mb": round(held.rss_kb / 1024, 1),
+        "kb_per_conn": round((held.rss_kb - idle.rss_kb) / connected, 1) if connected else None,
+        "redis_connected_clients": redis_clients,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "ceiling_stop": stop_reason,
+        "steps": steps,
+    }
+    if best is None:
+        summary.update(lost=steps[0]["lost"] if steps else 0, dups=0)
+        return summary
+    summary.update(
+        {k: best[k] for k in best if k.startswith(("lat_ms_", "app_lat_ms_"))},
+        delivered_per_s=best["delivered_per_s"],
+        ceiling_events_per_s=best["events_per_s"],
+        deliveries_per_cpu_s=best["deliveries_per_cpu_s"],
+        server_cpu_pct=best["server_cpu_pct"],
+        client_cpu_pct=best["client_cpu_pct"],
+        lost=best["lost"],
+        dups=best["dups"],
+        dropped_streams=best["dropped_streams"],
+        clients_with_loss=best["clients_with_loss"],
+    )
+    return summary
+
+
+def step_summary(
+    rate: float,
+    pub: dict[str, Any],
+    reports: list[dict[str, Any]],
+    t_end: float,
+    server_cpu_s: float,
+    client_cpu_s: float,
+) -> dict[str, Any]:
+    """One ceiling step: delivery, latency and CPU over first publish .. last delivery."""
+    published = pub["published"]
+    got = [g for r in reports for g in r["got"]]
+    delivered = sum(got)
+    last_rx = max((r["last_rx"] for r in reports), default=0.0)
+    window = max(t_end - pub["t_first"], 1e-6)
+    sent_s = max(pub["t_last"] - pub["t_first"], 1e-6)
+    per_s = delivered_per_second(delivered, pub["t_first"], last_rx, rate)
+    return {
+        "rate": rate,
+        "published": published,
+        "publish_rate": round((published - 1) / sent_s, 1) if published > 1 else None,
+        "publish_lag_ms_max": pub["publish_lag_ms_max"],
+        "delivered": delivered,
+        "delivered_per_s": per_s,
+        "events_per_s": round(per_s / len(got), 1) if per_s and got else None,
+        **delivery_summary(got, published),
+        "dups": sum(r["dups"] for r in reports),
+        "dropped_streams": sum(r["dropped"] for r in reports),
+        **latency_summary((x for r in reports for x in r["lat_kernel"]), "lat_ms"),
+        **latency_summary((x for r in reports for x in r["lat_app"]), "app_lat_ms"),
+        "server_cpu_pct": round(100 * server_cpu_s / window, 1),
+        "client_cpu_pct": round(100 * client_cpu_s / window, 1),
+        "deliveries_per_cpu_s": round(delivered / server_cpu_s) if server_cpu_s > 0 else None,
+    }
+
+
+def step_failure(step: dict[str, Any], p99_bound_ms: float) -> str | None:
+    """Why a ceiling step does not count as kept up with; None when it does."""
+    if step["lost"] or step["dropped_streams"]:
+        return f"{step['lost']} deliveries lost, {step['dropped_streams']} streams dropped"
+    if step["lat_ms_p99"] is None or step["lat_ms_p99"] > p99_bound_ms:
+        return f"p99 {step['lat_ms_p99']} ms > {p99_bound_ms:g} ms"
+    # A publisher that fell behind its schedule measured a lower rate than the step's.
+    if step["publish_rate"] is not None and step["publish_rate"] < 0.9 * step["rate"]:
+        return f"the publisher reached only {step['publish_rate']}/s"
+    return None

@@ -1,8 +1,10 @@
-"""Results -> one markdown table, the ratios to Nchan of the same run, and the issue's targets.
+"""Results -> markdown tables: every figure, ratios to Nchan, the ceiling (g), before/after.
 
 With several repeats of a (scenario, system) pair a cell is the median of the
 repeats, except `lost` and `dups` (the worst repeat) and `connected` (the
-fewest).
+fewest). In a scenario the reference is the Nchan system that ran it (`nchan`,
+or `nchan-4w` in f); "before" rows are the gateway of the `--before` commit.
+Scenario g's main-table figures are those of its fastest step that kept up.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from typing import Any
 
 from bench.stats import median, ratio
 
-SYSTEM_ORDER = ("nchan", "gateway-1w", "gateway-2w", "naive-1w", "naive-2w")
+SYSTEM_ORDER = (
+    "nchan", "nchan-4w", "gateway-1w", "gateway-2w", "gateway-2w-before", "gateway-4w",
+    "gateway-4w-before", "naive-1w", "naive-2w",
+)  # fmt: skip
 NUMERIC_MEDIAN = (
     "connect_ms_p50", "connect_ms_p99", "delivered_per_s",
     "lat_ms_p50", "lat_ms_p90", "lat_ms_p99", "lat_ms_max", "app_lat_ms_p99",
     "server_rss_mb", "kb_per_conn", "server_cpu_pct", "client_cpu_pct", "redis_cpu_pct",
     "redis_connected_clients", "storm_s", "storm_p50_s",
+    "ceiling_events_per_s", "deliveries_per_cpu_s",
 )  # fmt: skip
 WORST = ("lost", "dups", "dropped_streams", "clients_with_loss")
 
@@ -46,6 +52,7 @@ def aggregate(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in WORST:
             row[key] = max(r.get(key) or 0 for r in ok)
         row["storm_closed"] = ok[0].get("storm_closed")
+        row["ceiling_stops"] = [r["ceiling_stop"] for r in ok if "ceiling_stop" in r]
         row["storm_reconnected"] = min(r.get("storm_reconnected") or 0 for r in ok)
         rows.append(row)
     return rows
@@ -90,86 +97,156 @@ def main_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def ratio_table(rows: list[dict[str, Any]]) -> str:
+def _by_scenario(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     by_scen: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         if "error" not in r:
             by_scen.setdefault(r["scenario"], {})[r["system"]] = r
+    return by_scen
+
+
+def reference(systems: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The scenario's Nchan row: `nchan`, else the first `nchan-<N>w`."""
+    names = sorted((n for n in systems if n.startswith("nchan")), key=_key)
+    return systems[names[0]] if names else None
+
+
+RATIOS = (
+    ("p99", "lat_ms_p99"),
+    ("CPU", "server_cpu_pct"),
+    ("KB/conn", "kb_per_conn"),
+    ("connect p99", "connect_ms_p99"),
+    ("storm", "storm_s"),
+    ("deliv per CPU-s", "deliveries_per_cpu_s"),
+)
+
+
+def ratio_table(rows: list[dict[str, Any]]) -> str:
+    head = " | ".join(f"{label} x Nchan" for label, _ in RATIOS)
     lines = [
-        "| scen | system | p99 x Nchan | CPU x Nchan | KB/conn x Nchan | client CPU % |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| scen | system | {head} | client CPU % |",
+        "|---|---|" + "---:|" * (len(RATIOS) + 1),
     ]
-    for scen, systems in sorted(by_scen.items()):
-        ref = systems.get("nchan")
+    for scen, systems in sorted(_by_scenario(rows).items()):
+        ref = reference(systems)
         for name in sorted(systems, key=_key):
             r = systems[name]
-            if ref is None or name == "nchan":
-                p99 = cpu = kb = None
-            else:
-                p99 = ratio(r["lat_ms_p99"], ref["lat_ms_p99"])
-                cpu = ratio(r["server_cpu_pct"], ref["server_cpu_pct"])
-                kb = ratio(r["kb_per_conn"], ref["kb_per_conn"])
+            cells = [
+                None if ref is None or r is ref else ratio(r.get(key), ref.get(key))
+                for _, key in RATIOS
+            ]
             lines.append(
-                f"| {scen} | {name} | {_f(p99, 2)} | {_f(cpu, 2)} | {_f(kb, 2)} "
-                f"| {_f(r['client_cpu_pct'], 0)} |"
+                f"| {scen} | {name} | "
+                + " | ".join(_f(c, 2) for c in cells)
+                + f" | {_f(r['client_cpu_pct'], 0)} |"
             )
     return "\n".join(lines)
 
 
+def ceiling_table(rows: list[dict[str, Any]]) -> str:
+    """Scenario g: the fastest step each system kept up with, and where it stopped."""
+    lines = [
+        "| system | streams | ceiling events/s | deliveries/s | deliveries per CPU-s "
+        "| server CPU % | fan-out p99 ms | stopped at |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if r["scenario"] != "g" or "error" in r:
+            continue
+        stops = "; ".join(r.get("ceiling_stops") or []) or "-"
+        lines.append(
+            f"| {r['system']} | {r['connected']:,} | {_f(r['ceiling_events_per_s'], 0)} "
+            f"| {_f(r['delivered_per_s'], 0)} | {_f(r['deliveries_per_cpu_s'], 0)} "
+            f"| {_f(r['server_cpu_pct'], 0)} | {_f(r['lat_ms_p99'], 1)} | {stops} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+BEFORE_AFTER = (
+    ("KB/conn", "kb_per_conn", 1),
+    ("connect p99 ms", "connect_ms_p99", 1),
+    ("storm s", "storm_s", 2),
+    ("fan-out p99 ms", "lat_ms_p99", 1),
+    ("server CPU %", "server_cpu_pct", 0),
+    ("ceiling events/s", "ceiling_events_per_s", 0),
+    ("deliv per CPU-s", "deliveries_per_cpu_s", 0),
+)
+
+
+def before_after_table(rows: list[dict[str, Any]]) -> str:
+    """Each gateway beside its `-before` run in the same scenarios: before -> after."""
+    head = " | ".join(label for label, _, _ in BEFORE_AFTER)
+    lines = [f"| scen | system | {head} |", "|---|---|" + "---:|" * len(BEFORE_AFTER)]
+    for scen, systems in sorted(_by_scenario(rows).items()):
+        for name in sorted(systems, key=_key):
+            before = systems.get(f"{name}-before")
+            if before is None:
+                continue
+            after = systems[name]
+            cells = [
+                f"{_f(before.get(key), d)} -> {_f(after.get(key), d)}" for _, key, d in BEFORE_AFTER
+            ]
+            lines.append(f"| {scen} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:
-    """The issue's targets for `system`, each PASS / FAIL / not measured, with its figures."""
-    mine = {r["scenario"]: r for r in rows if r["system"] == system and "error" not in r}
-    ref = {r["scenario"]: r for r in rows if r["system"] == "nchan" and "error" not in r}
+    """Issue 15's targets for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
+    by_scen = _by_scenario(rows)
     out = []
 
     def verdict(good: bool | None) -> str:
         return "not measured" if good is None else ("PASS" if good else "FAIL")
 
-    for scen in ("a", "b", "c"):
-        r, n = mine.get(scen), ref.get(scen)
+    def pair(scen: str, name: str = system) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        systems = by_scen.get(scen, {})
+        return systems.get(name), reference(systems)
+
+    for scen in ("a", "b", "c", "d", "e"):
+        r, n = pair(scen)
         if r is None or n is None:
-            out.append(f"{scen}: not measured (needs {system} and nchan)")
+            out.append(f"{scen}: not measured (needs {system} and Nchan)")
             continue
         p99 = ratio(r["lat_ms_p99"], n["lat_ms_p99"])
         cpu = ratio(r["server_cpu_pct"], n["server_cpu_pct"])
-        good = (
-            p99 is not None and p99 <= 2.0 and cpu is not None and cpu <= 1.5
-            and r["lost"] == 0 and r["dups"] == 0
-        )  # fmt: skip
+        conn = ratio(r["connect_ms_p99"], n["connect_ms_p99"])
+        good = p99 is not None and p99 <= 1 and cpu is not None and cpu <= 1 and not r["lost"]
         out.append(
-            f"{scen}: {verdict(good)}: p99 {_f(r['lat_ms_p99'], 1)} ms "
-            f"= {_f(p99, 2)}x Nchan (≤ 2), "
-            f"CPU {_f(r['server_cpu_pct'], 0)} % = {_f(cpu, 2)}x Nchan (≤ 1.5), "
-            f"lost {r['lost']}, dups {r['dups']}"
+            f"{scen}: fan-out p99 and CPU {verdict(good)}: p99 {_f(p99, 2)}x, CPU {_f(cpu, 2)}x "
+            f"Nchan, lost {r['lost']}, dups {r['dups']}; connect p99 "
+            f"{verdict(conn is not None and conn <= 1)}: {_f(r['connect_ms_p99'], 1)} ms = "
+            f"{_f(conn, 2)}x Nchan"
         )
-    # idle connections are best seen in d (20,000 held, little traffic); else the largest run
-    held = mine.get("d") or max(mine.values(), key=lambda r: r["clients"], default=None)
-    if held is not None and held["kb_per_conn"] is not None:
-        kb = held["kb_per_conn"]
+    r, n = pair("d")
+    if r is not None and n is not None and r["kb_per_conn"] is not None:
+        good = n["kb_per_conn"] is not None and r["kb_per_conn"] <= n["kb_per_conn"]
         out.append(
-            f"KB per idle connection: {verdict(kb <= 15)}: {kb:.1f} KB "
-            f"(scenario {held['scenario']}; ≤ 15)"
+            f"KB per held connection (d): {verdict(good)}: {r['kb_per_conn']:.1f} KB, "
+            f"Nchan {_f(n['kb_per_conn'], 1)}"
         )
-    else:
-        out.append("KB per idle connection: not measured")
-    d = mine.get("d")
-    if d is None:
-        out.append("d: not measured")
-    else:
-        good = d["connected"] >= d["clients"] and d["lost"] == 0
+    r, n = pair("e")
+    if r is not None and n is not None:
+        storm: bool | None = None
+        if r["storm_s"] is not None and n["storm_s"] is not None:
+            storm = r["storm_s"] <= n["storm_s"]
         out.append(
-            f"d: {verdict(good)}: {d['connected']:,}/{d['clients']:,} held, lost {d['lost']}"
+            f"storm recovery (e): {verdict(storm)}: {_f(r['storm_s'], 2)} s, "
+            f"Nchan {_f(n['storm_s'], 2)} s"
         )
-    conns = {s: r["redis_connected_clients"] for s, r in mine.items()}
-    if len(conns) >= 2:
-        flat = max(conns.values()) - min(conns.values()) <= 1
-        listed = ", ".join(f"{s} {_f(v, 0)}" for s, v in sorted(conns.items()))
-        out.append(f"Redis connections flat with clients: {verdict(flat)}: {listed}")
-    e = mine.get("e")
-    if e is not None:
+    wide = system.rsplit("-", 1)[0] + "-4w"
+    r, n = pair("f", wide)
+    if r is not None:
+        good = r["connected"] >= r["clients"] and r["lost"] == 0
+        beside = f"; Nchan {n['connected']:,} held, lost {n['lost']}" if n else ""
         out.append(
-            f"e (no target): all {e['storm_closed']:,} streaming again after "
-            f"{_f(e['storm_s'], 2)} s, lost {e['lost']} afterwards"
+            f"f ({wide}): {verdict(good)}: {r['connected']:,}/{r['clients']:,} held, "
+            f"lost {r['lost']}{beside}"
+        )
+    for name, r in sorted(by_scen.get("g", {}).items(), key=lambda kv: _key(kv[0])):
+        out.append(
+            f"g ({name}): ceiling {_f(r.get('ceiling_events_per_s'), 0)} events/s, "
+            f"{_f(r.get('delivered_per_s'), 0)} deliveries/s, "
+            f"{_f(r.get('deliveries_per_cpu_s'), 0)} per CPU-second"
         )
     return out
 
@@ -177,7 +254,10 @@ def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]
 def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
     rows = aggregate(results)
     parts = [main_table(rows), "", ratio_table(rows)]
+    for extra in (ceiling_table(rows), before_after_table(rows)):
+        if extra:
+            parts += ["", extra]
     if any(r["system"] == system for r in rows):
-        parts += ["", f"Targets of issue 6 for {system}:"]
+        parts += ["", f"Targets of issue 15 for {system}:"]
         parts += [f"- {t}" for t in targets(rows, system)]
     return "\n".join(parts)

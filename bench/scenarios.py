@@ -1,16 +1,32 @@
-"""The standard scenarios of issue 6 and the systems each one runs.
+"""The standard scenarios (issues 6 and 15) and the systems each one runs.
 
 A system is left out of a scenario only where it cannot take part on this
 machine: the per-process open-file limit is 20,000, so one process cannot hold
 20,000 streams (d), and the naive app needs a Redis connection per client
 (c: 10,000 streams + 10,000 Redis sockets).
+
+f holds 50,000 streams. The hard open-file limit of 20,000 per process binds
+every server process here (it cannot be raised without CAP_SYS_RESOURCE, which
+the benchmark's machine does not grant), and the kernel does not split
+connections evenly between processes sharing a listening socket: so f runs
+the gateway and Nchan with 4 worker processes each (12,500 streams a worker
+on average), not 2 (25,000 a worker: over the limit) or 3 (16,700: within
+3,300 of it).
+
+g is the ceiling: 2,000 streams, the publish rate raised step by step
+(`ceiling_rates`, `step_s` seconds each) until a step's fan-out p99 passes
+`ceiling_p99_ms` or a delivery is lost (`bench.load.measure_ceiling`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_SYSTEMS = ("nchan", "gateway-1w", "gateway-2w", "naive-2w")
+STANDARD_SYSTEMS = ("nchan", "gateway-1w", "gateway-2w", "naive-2w")
+# Systems with "-before" run the gateway of an older commit (`--before`) beside this one.
+BEFORE_SYSTEMS = ("gateway-2w-before",)
+WIDE_SYSTEMS = ("nchan-4w", "gateway-4w", "gateway-4w-before")  # f: 50,000 streams
+ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w")
 
 
 @dataclass(frozen=True)
@@ -20,9 +36,14 @@ class Scenario:
     clients: int
     events: int
     rate: float
-    systems: tuple[str, ...] = ALL_SYSTEMS
+    systems: tuple[str, ...] = (*STANDARD_SYSTEMS, *BEFORE_SYSTEMS)
     payload_bytes: int = 128
     storm: bool = False
+    streams_per_process: int | None = None  # load-client split; None: the --option's
+    ceiling_rates: tuple[float, ...] = ()  # g: publish rates stepped through, in order
+    step_s: float = 3.0  # g: seconds of publishing per step
+    step_drain_s: float = 5.0  # g: after a step's last publish, what has not come is lost
+    ceiling_p99_ms: float = 100.0  # g: a step whose fan-out p99 passes this is too fast
 
     @property
     def publish_s(self) -> float:
@@ -40,7 +61,7 @@ SCENARIOS: dict[str, Scenario] = {
             10000,
             20,
             2.0,
-            systems=("nchan", "gateway-1w", "gateway-2w"),
+            systems=("nchan", "gateway-1w", "gateway-2w", *BEFORE_SYSTEMS),
         ),
         Scenario(
             "d",
@@ -48,7 +69,7 @@ SCENARIOS: dict[str, Scenario] = {
             20000,
             10,
             1.0,
-            systems=("nchan", "gateway-2w"),
+            systems=("nchan", "gateway-2w", *BEFORE_SYSTEMS),
         ),
         Scenario(
             "e",
@@ -57,6 +78,24 @@ SCENARIOS: dict[str, Scenario] = {
             10,
             5.0,
             storm=True,
+        ),
+        Scenario(
+            "f",
+            "50,000 clients held open, 6 events at 1 every 10 s",
+            50000,
+            6,
+            0.1,
+            systems=WIDE_SYSTEMS,
+        ),
+        Scenario(
+            "g",
+            "ceiling: 2,000 clients, the rate raised 1.4x every 3 s until p99 > 100 ms or a loss",
+            2000,
+            0,  # each step publishes rate x step_s events
+            25.0,
+            systems=("nchan", "gateway-1w", "gateway-2w", *BEFORE_SYSTEMS),
+            streams_per_process=1000,  # one client process alone would be the ceiling
+            ceiling_rates=(25, 35, 50, 71, 100, 141, 200, 283, 400, 566, 800, 1131, 1600),
         ),
     )
 }

@@ -226,21 +226,36 @@ class RunningSystem:
             self.cleanup()
 
 
+BEFORE_SUFFIX = "-before"
+
+
 def parse_system(name: str) -> tuple[str, int]:
-    """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2)."""
-    if name == "nchan":
-        return "nchan", 2
-    if name == "naive":
-        return "naive", 2
-    kind, _, workers = name.partition("-")
-    if kind in ("gateway", "naive") and workers.endswith("w") and workers[:-1].isdigit():
+    """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2).
+
+    'gateway-2w-before' -> ('gateway-before', 2): the gateway of the `--before` commit.
+    """
+    if name in ("nchan", "naive"):
+        return name, 2
+    kind, _, workers = name.removesuffix(BEFORE_SUFFIX).partition("-")
+    known = kind in ("gateway", "naive", "nchan")
+    if known and workers.endswith("w") and workers[:-1].isdigit():
+        if name.endswith(BEFORE_SUFFIX):
+            if kind != "gateway":
+                raise ValueError(f"{name!r}: only the gateway has a -before system")
+            kind += BEFORE_SUFFIX
         return kind, int(workers[:-1])
-    raise ValueError(f"unknown system {name!r} (nchan, gateway-<N>w, naive, naive-<N>w)")
+    raise ValueError(
+        f"unknown system {name!r} (nchan, nchan-<N>w, gateway-<N>w, gateway-<N>w-before, "
+        "naive, naive-<N>w)"
+    )
 
 
 def canonical_name(name: str) -> str:
     kind, workers = parse_system(name)
-    return "nchan" if kind == "nchan" else f"{kind}-{workers}w"
+    if kind == "nchan" and workers == 2:
+        return "nchan"
+    base = kind.removesuffix(BEFORE_SUFFIX)
+    return f"{base}-{workers}w" + (BEFORE_SUFFIX if kind != base else "")
 
 
 def gateway_available() -> bool:
@@ -258,24 +273,42 @@ def _console_script(name: str) -> str:
 
 
 def start_system(
-    name: str, redis_server: RedisServer, ready_timeout_s: float = 60.0
+    name: str,
+    redis_server: RedisServer,
+    ready_timeout_s: float = 60.0,
+    before_tree: Path | None = None,
 ) -> RunningSystem:
+    """Start system `name`; a '-before' gateway runs the code checked out in `before_tree`."""
     kind, workers = parse_system(name)
     name = canonical_name(name)
     port = free_port()
     if kind == "nchan":
-        return _start_nchan(name, port, ready_timeout_s)
+        return _start_nchan(name, port, workers, ready_timeout_s)
     env = {"REDIS_URL": redis_server.url}
-    if kind == "gateway":
+    cwd = REPO_DIR
+    if kind.startswith("gateway"):
+        command = [_console_script("sse-gateway")]
+        if kind.endswith(BEFORE_SUFFIX):
+            if before_tree is None:
+                raise StartError(f"{name}: no --before commit given")
+            # The same interpreter and libraries, the older commit's own packages first.
+            command = [sys.executable, "-m", "sse_gateway.cli"]
+            env["PYTHONPATH"] = str(before_tree)
+            cwd = before_tree
         args = [
-            _console_script("sse-gateway"),
+            *command,
             "--host", "127.0.0.1",
             "--port", str(port),
             "--workers", str(workers),
-            "--max-connections", "20000",
+            "--max-connections", "20000",  # per process: the open-file limit binds first
             "--client-buffer", "256",
+            # Every load-client stream comes from 127.0.0.x: no per-address cap.
+            "--max-streams-per-client", "0",
         ]  # fmt: skip
         env["SSE_LOG_LEVEL"] = "warning"
+        # Every event counts (Nchan delivers every one): no latest-only conflation of
+        # the measured type, which the product applies to connectome_health by default.
+        env["SSE_LATEST_ONLY"] = ""
         ready_path = "/readyz"
     else:
         args = [
@@ -287,7 +320,7 @@ def start_system(
             "--no-access-log",
         ]  # fmt: skip
         ready_path = "/healthz"
-    proc = ServerProcess(f"{name}-{port}", args, env=env, cwd=REPO_DIR).start()
+    proc = ServerProcess(f"{name}-{port}", args, env=env, cwd=cwd).start()
     try:
         wait_ready(port, ready_path, proc, in_a_row=2 * workers, timeout_s=ready_timeout_s)
     except BaseException:
@@ -296,7 +329,7 @@ def start_system(
     return RunningSystem(name, port, proc, lambda: RedisPublisher(redis_server.url, CHANNEL))
 
 
-def _start_nchan(name: str, port: int, ready_timeout_s: float) -> RunningSystem:
+def _start_nchan(name: str, port: int, workers: int, ready_timeout_s: float) -> RunningSystem:
     prefix = RUN_DIR / f"nchan-{port}"
     for sub in ("tmp", "logs"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
@@ -306,11 +339,16 @@ def _start_nchan(name: str, port: int, ready_timeout_s: float) -> RunningSystem:
     proc = ServerProcess(f"{name}-{port}", [])
     error_log = str(proc.log_path.with_suffix(".error.log"))
     conf = conf.replace("@PORT@", str(port)).replace("@NOFILE@", nofile)
+    conf = conf.replace("@WORKERS@", str(workers))
+    # With more workers than the standard 2 (scenario f: 12,500 streams a worker under a
+    # 20,000-file limit), one socket per worker, shared out by the kernel: on one shared
+    # socket the busiest worker took over 20,000 and the rest were refused.
+    conf = conf.replace("@LISTEN_OPTIONS@", " reuseport" if workers > 2 else "")
     (prefix / "nginx.conf").write_text(conf.replace("@ERROR_LOG@", error_log))
     proc.args = ["nginx", "-p", f"{prefix}/", "-c", "nginx.conf", "-e", error_log]
     proc.start()
     try:
-        wait_ready(port, "/healthz", proc, in_a_row=4, timeout_s=ready_timeout_s)
+        wait_ready(port, "/healthz", proc, in_a_row=2 * workers, timeout_s=ready_timeout_s)
     except BaseException:
         proc.stop()
         shutil.rmtree(prefix, ignore_errors=True)

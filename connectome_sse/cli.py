@@ -21,6 +21,9 @@ COMMANDS = {
     "publish": "publish",
     "listen": "listen",
     "schema": "schema",
+    "token": "token",
+    "doctor": "doctor",
+    "chaos": "chaos",
 }
 
 

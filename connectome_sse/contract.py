@@ -10,6 +10,8 @@ cannot drift apart:
 - Event names match ``[A-Za-z0-9_.-]{1,64}``. The rule also guarantees that an
   event name can never contain a line break or a colon, so it can be framed
   verbatim and ``sse:last:*`` keys are never mistaken for channels.
+- ``ping``, ``resync``, ``health_stale`` and ``probe`` are reserved for the
+  gateway (``RESERVED_EVENTS``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ LEADER_KEY = "connectome:publisher:leader"
 
 HEALTH_EVENT = "connectome_health"
 PING_EVENT = "ping"
+RESYNC_EVENT = "resync"
+HEALTH_STALE_EVENT = "health_stale"
+PROBE_EVENT = "probe"
+# Made by the gateway itself: a channel message or snapshot under one of these names
+# is dropped (reason "reserved"), so a client can trust them.
+RESERVED_EVENTS = frozenset({PING_EVENT, RESYNC_EVENT, HEALTH_STALE_EVENT, PROBE_EVENT})
 
 EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

@@ -1,8 +1,12 @@
 """One readable terminal line per SSE event, for ``connectome-sse listen``.
 
 ``connectome_health`` gets its status coloured and its key figures picked out;
-``ping`` shows whether the gateway sees Redis; any other event shows its data
-as compact JSON (or the text itself, line breaks escaped). Every field of a
+``ping`` shows whether the gateway sees Redis and how old the newest health
+is; ``resync`` (the gateway did not know the id we resumed from: snapshots
+follow, something may have been missed) and ``health_stale`` (no publisher
+speaks) stand out; any other event shows its data as compact JSON (or the
+text itself, line breaks escaped). Relayed events end with their ``id``, the
+one a reconnection resumes from; gateway-made events carry none. Every field of a
 health payload is optional here: hand-published payloads may be partial.
 """
 
@@ -12,7 +16,13 @@ import json
 import time
 from typing import Any
 
-from connectome_sse.contract import HEALTH_EVENT, PING_EVENT
+from connectome_sse.contract import (
+    HEALTH_EVENT,
+    HEALTH_STALE_EVENT,
+    PING_EVENT,
+    RESERVED_EVENTS,
+    RESYNC_EVENT,
+)
 from connectome_sse.sse_client import ServerEvent
 
 RESET = "\x1b[0m"
@@ -20,6 +30,7 @@ DIM = "\x1b[2m"
 BOLD = "\x1b[1m"
 COLOURS = {"OK": "\x1b[32m", "WARN": "\x1b[33m", "ERROR": "\x1b[31m", "up": "\x1b[32m"}
 DEFAULT_COLOUR = "\x1b[31m"
+WARN_COLOUR = "\x1b[33m"
 MAX_DATA_CHARS = 400
 
 
@@ -84,6 +95,14 @@ def health_summary(payload: Any, colour: bool) -> str:
 
 
 def format_event(event: ServerEvent, received: float, colour: bool) -> str:
+    line = _describe(event, received, colour)
+    # The parser repeats the last id on every later event; gateway-made ones have none.
+    if event.id and event.event not in RESERVED_EVENTS:
+        line += " " + _paint(f"id={event.id}", DIM, colour)
+    return line
+
+
+def _describe(event: ServerEvent, received: float, colour: bool) -> str:
     head = f"{_paint(_clock(received), DIM, colour)} {event.event:<17}"
     try:
         payload = json.loads(event.data)
@@ -93,7 +112,20 @@ def format_event(event: ServerEvent, received: float, colour: bool) -> str:
         return f"{head} {health_summary(payload, colour)}"
     if event.event == PING_EVENT and isinstance(payload, dict) and "redis" in payload:
         seen = str(payload["redis"])
-        return f"{head} redis={_paint(seen, COLOURS.get(seen, DEFAULT_COLOUR), colour)}"
+        line = f"{head} redis={_paint(seen, COLOURS.get(seen, DEFAULT_COLOUR), colour)}"
+        if "health_age" in payload:
+            age = payload["health_age"]
+            line += " health_age=" + ("none yet" if age is None else f"{_num(age, 1)}s")
+        return line
+    if event.event == RESYNC_EVENT and isinstance(payload, dict):
+        why = str(payload.get("reason", "?"))
+        text = f"resync ({why}): the gateway could not resume; snapshots follow"
+        return f"{head} {_paint(text, BOLD + WARN_COLOUR, colour)}"
+    if event.event == HEALTH_STALE_EVENT and isinstance(payload, dict):
+        text = f"publisher silent for {_num(payload.get('age'), 1)}s"
+        if payload.get("last_ts") is not None:
+            text += f" (last health ts {_num(payload.get('last_ts'), 3)})"
+        return f"{head} {_paint(text, BOLD + DEFAULT_COLOUR, colour)}"
     return f"{head} {compact_data(event.data)}"
 
 

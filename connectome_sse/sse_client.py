@@ -155,7 +155,9 @@ class EventSourceReader:
         with self.client.stream("GET", self.url, headers=headers) as response:
             self._check(response)
             self.connected_once = True
-            self.on_status(f"connected to {self.url}")
+            resuming = headers.get("Last-Event-ID")
+            note = f", resuming after id {resuming}" if resuming else ""
+            self.on_status(f"connected to {self.url}{note}")
             splitter, parser = LineSplitter(), EventStreamParser()
             for chunk in response.iter_bytes():
                 for line in splitter.feed(chunk):

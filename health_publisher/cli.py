@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from connectome_sse.logs import setup_logging
+from connectome_sse.redis_connect import startup_problem
 from connectome_sse.settings import settings_from_cli
-from health_publisher.service import HealthPublisher
+from health_publisher.service import HealthPublisher, PublisherMisconfigured
 from health_publisher.settings import PublisherSettings
 
 DESCRIPTION = (
@@ -40,10 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return 2
     setup_logging(settings.publisher_log_level)
+    # A Redis that cannot work until a setting changes (wrong CA, refused password, an
+    # ACL user without PING, an unknown Sentinel master) stops us here with one line;
+    # one that is only unreachable for now does not: the loop retries.
+    problem = asyncio.run(startup_problem(settings.redis_target()))
+    if problem is not None:
+        print(f"health-publisher: cannot start: {problem}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:
         return 130
+    except PublisherMisconfigured as exc:
+        print(f"health-publisher: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

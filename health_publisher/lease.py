@@ -22,6 +22,10 @@ Any number of publishers run; the one whose token is in the key publishes.
   (the last applied stream id and the counters of that payload), so a new
   leader continues the totals exactly: what the checkpoint covers is counted,
   what came after it is counted by the new leader.
+- **The group behind the same fence**: reading, acknowledging, claiming and
+  trimming ``connectome:signals`` run in scripts that check the same key
+  (``fenced_lua.py``), so a deposed leader can neither take entries from the
+  new one nor acknowledge what it did not get to publish.
 - **Release** (on shutdown): a compare-and-delete, so a standby takes over on
   its next attempt instead of waiting for the expiry.
 """

@@ -2,14 +2,23 @@
 
 The delivery contract the service builds on:
 
-- Only the leader reads (``XREADGROUP ... >``), and it acknowledges an entry
-  only after applying it, so an entry delivered to a leader that dies stays
-  in the group's pending list.
-- A new leader claims every pending entry of the group (``XAUTOCLAIM`` with
-  min-idle 0 — only a leader reads, so whatever is pending belongs to a
-  leader that is gone, or to ourselves before a reconnect) and applies it.
-- ``history`` reads (``XRANGE``, no group, nothing to acknowledge) let a new
-  leader rebuild its windows from entries an earlier leader already applied.
+- Only the leader reads, and only while Redis says it leads: the read
+  (``XREADGROUP ... >``), the acknowledgement (``XACK``), the claim, the trim
+  and the consumer clean-up each run in a Lua script that first checks the
+  lease (``fenced_lua.py``). A deposed leader whose local deadline has not yet
+  run out is refused (``NotLeader``): it can neither take entries from the
+  new leader nor acknowledge entries it read.
+- An entry is acknowledged only after it was applied (the service passes the
+  ids of the last batch to the next read), so an entry delivered to a leader
+  that died or was deposed stays in the group's pending list.
+- A new leader claims every pending entry of the group (``XPENDING`` +
+  ``XCLAIM`` with min-idle 0 — only the leader reads, so whatever is pending
+  belongs to a leader that is gone, or to ourselves before a reconnect).
+  Entries trimmed from the stream while pending are acknowledged and
+  dropped, whatever the Redis version says about them (nil on 6.2).
+- ``history`` and ``compact_history`` read without the group (nothing to
+  acknowledge) so a new leader can rebuild its windows from entries an
+  earlier leader already applied.
 - A missing group (first start, or a Redis that restarted empty) is created
   at a given id with MKSTREAM; the service passes "now minus HEALTH_WINDOW",
   so a recreated group neither loses the entries written since the restart nor
@@ -18,15 +27,22 @@ The delivery contract the service builds on:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from connectome_sse.contract import CONSUMER_GROUP, SIGNALS_STREAM
+from connectome_sse.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
+from health_publisher import fenced_lua
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]
+CLAIM_BATCH = 500
+
+
+class NotLeader(Exception):
+    """The lease in Redis is not ours: a fenced group command was refused."""
 
 
 def id_ms(entry_id: bytes | str) -> int:
@@ -46,19 +62,41 @@ def is_nogroup(exc: ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
 
 
+@dataclass
+class ReadResult:
+    """New entries, or none and the id after which ``wait`` should block."""
+
+    entries: list[Entry] = field(default_factory=list)
+    wait_after: bytes = b"0-0"
+
+
+@dataclass
+class Housekeeping:
+    trimmed: int
+    removed_consumers: list[str]
+
+
 class SignalReader:
     def __init__(
         self,
         client: aioredis.Redis,
         consumer: str,
+        token: str,
         *,
         stream: str = SIGNALS_STREAM,
         group: str = CONSUMER_GROUP,
+        lease_key: str = LEADER_KEY,
     ) -> None:
         self.client = client
         self.consumer = consumer
+        self.token = token
         self.stream = stream
         self.group = group
+        self.lease_key = lease_key
+        self._read = client.register_script(fenced_lua.READ_LUA)
+        self._claim = client.register_script(fenced_lua.CLAIM_LUA)
+        self._housekeeping = client.register_script(fenced_lua.HOUSEKEEPING_LUA)
+        self._compact = client.register_script(fenced_lua.COMPACT_HISTORY_LUA)
 
     async def ensure_group(self, start_id: str) -> bool:
         """Create the group at ``start_id`` if it is missing; True when it was created."""
@@ -70,43 +108,53 @@ class SignalReader:
             raise
         return True
 
-    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries for this consumer; ``block_ms`` None or 0 means do not block."""
-        response: Any = await self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: ">"},
-            count=count,
-            block=block_ms if block_ms else None,
-        )
-        return _entries(response)
+    async def _fenced(self, script: Any, *args: object) -> Any:
+        result = await script(keys=[self.lease_key, self.stream], args=[self.token, *args])
+        if result == -1:
+            raise NotLeader
+        return result
 
-    async def claim_pending(self, count: int = 500) -> list[Entry]:
-        """Claim every pending entry of the group for this consumer (trimmed ones are dropped)."""
+    async def read(self, count: int, ack: Sequence[bytes] = ()) -> ReadResult:
+        """Acknowledge ``ack`` (applied entries), then read new entries without blocking."""
+        result = await self._fenced(self._read, self.group, self.consumer, count, *ack)
+        if int(result[0]) == 1:
+            return ReadResult(entries=_entries(result[1]))
+        return ReadResult(wait_after=_bytes(result[1]))
+
+    async def wait(self, after: bytes, block_ms: int) -> bool:
+        """Block up to ``block_ms`` until the stream has an entry after ``after`` (reads no
+        group, changes nothing: safe for anyone). True when one is there."""
+        if block_ms <= 0:
+            return False
+        response: Any = await self.client.xread({self.stream: after}, count=1, block=block_ms)
+        return bool(response)
+
+    async def claim_pending(
+        self, between: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[list[Entry], int]:
+        """Claim every pending entry of the group for this consumer; returns the entries that
+        still exist, oldest first, and how many were gone from the stream (acknowledged).
+        ``between`` runs between batches (the service renews its lease there)."""
         claimed: list[Entry] = []
-        cursor: bytes | str = "0-0"
+        gone = 0
+        start: bytes | str = "-"
         while True:
-            response: Any = await self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                min_idle_time=0,
-                start_id=cursor,
-                count=count,
-            )
-            cursor = response[0]
-            # Entries trimmed away while pending come back without fields (Redis 6.2) or in
-            # a separate deleted list (7.0, which also removes them from the pending list).
-            gone = [eid for eid, fields in response[1] if fields is None]
-            if gone:
-                await self.ack(gone)
-            claimed.extend((eid, fields) for eid, fields in response[1] if fields is not None)
-            if cursor in (b"0-0", "0-0"):
-                return claimed
+            if between is not None:
+                await between()
+            result = await self._fenced(self._claim, self.group, self.consumer, start, CLAIM_BATCH)
+            claimed.extend(_entries(result[1]))
+            gone += len(result[2])
+            start = result[0]
+            if not start:
+                claimed.sort(key=lambda entry: id_key(entry[0]))
+                return claimed, gone
 
-    async def ack(self, ids: list[bytes]) -> None:
-        if ids:
-            await self.client.xack(self.stream, self.group, *ids)
+    async def housekeeping(self, keep_from: str, idle_ms: int) -> Housekeeping:
+        """Trim what no one needs any more and remove consumers of dead publishers."""
+        result = await self._fenced(
+            self._housekeeping, self.group, self.consumer, keep_from, idle_ms
+        )
+        return Housekeeping(int(result[0]), [_bytes(n).decode() for n in result[1]])
 
     async def last_delivered_id(self) -> bytes | None:
         groups: Any = await self.client.xinfo_groups(self.stream)
@@ -125,16 +173,29 @@ class SignalReader:
         )
         return [(eid, fields) for eid, fields in response]
 
+    async def compact_history(
+        self, after: bytes | str, until: bytes | str, scan: int
+    ) -> tuple[bytes | None, list[Entry]]:
+        """Scan up to ``scan`` entries after ``after`` on the server and return only those a
+        new leader cannot do without (see ``fenced_lua.COMPACT_HISTORY_LUA``), with the last
+        id scanned (None when there was nothing left)."""
+        result: Any = await self._compact(keys=[self.stream], args=[after, until, scan])
+        last = _bytes(result[0])
+        return (last or None), [(_bytes(e[0]), _pairs(e[1])) for e in result[1]]
+
     async def server_time(self) -> float:
         seconds, micros = await self.client.time()
         return float(seconds) + float(micros) / 1e6
 
 
-def _entries(response: Any) -> list[Entry]:
-    # The client speaks RESP2: [[stream, [(id, fields), ...]], ...].
-    if not response:
-        return []
-    entries: list[Entry] = []
-    for _stream, stream_entries in response:
-        entries.extend((eid, fields) for eid, fields in stream_entries)
-    return entries
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+    return {_bytes(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def _entries(raw: Any) -> list[Entry]:
+    """Entries as a script returns them: [[id, [field, value, ...]], ...]."""
+    return [(_bytes(entry[0]), _pairs(entry[1])) for entry in raw or []]

@@ -5,12 +5,25 @@ One step, as the leader:
 1. renew the lease when due (every lease/3);
 2. on taking over (or after a reconnect): continue the counters from the
    checkpoint the last leader published with its last payload (see
-   ``checkpoint.py``), claim the group's pending entries, replay from the
+   ``checkpoint.py``), claim the group's pending entries, and replay from the
    stream's history what earlier leaders applied within ``HEALTH_WINDOW`` (so
-   an ERROR does not vanish in a failover), then apply the claimed entries;
-3. ``XREADGROUP`` one batch, blocking no longer than the next thing to do
-   (publish, renew, a status change due to time alone), apply, acknowledge;
-4. publish when the cadence says so, through the lease's fenced script.
+   an ERROR does not vanish in a failover), the claimed entries applied in
+   their place in stream order (``_Replay``: the lease is renewed between
+   batches; history older than the sample window, and whatever a full replay
+   has no time for, is compacted on the server);
+3. one fenced read: acknowledge the batch applied last step and read the
+   next one, only if Redis still says we lead (``reader.py``); when nothing is
+   new, block on a plain ``XREAD`` no longer than the next thing to do
+   (publish, renew, a status change due to time alone); apply;
+4. publish when the cadence says so, through the lease's fenced script;
+5. every ``HOUSEKEEPING_EVERY_S``: trim history older than the window that is
+   neither pending nor unread, and remove other consumers holding nothing.
+
+A refused fenced command (``NotLeader``) ends the leadership at once: what
+we applied and did not acknowledge stays pending, and the next leader claims
+it. So every entry is either pending (claimed by the next leader), or was
+acknowledged by a leader while Redis said it led, before the next leader's
+replay reads up to the group's last-delivered id.
 
 As a standby it only tries to acquire the lease, every ``min(HEALTH_INTERVAL,
 lease/3)`` seconds, and reads nothing: a standby that read would have to
@@ -22,7 +35,8 @@ applied late still lands at the moment it happened.
 
 Redis lost: the aggregator keeps its state; the step returns a capped,
 jittered backoff; after reconnecting, the group position and pending list say
-where to resume. Nothing raised inside a step stops the loop.
+where to resume. Nothing raised inside a step stops the loop, except an error
+only a setting can cure (``PublisherMisconfigured``) before any step went through.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -43,13 +58,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectome_sse.backoff import Backoff
 from connectome_sse.contract import HEALTH_EVENT
-from connectome_sse.redaction import redact_url
+from connectome_sse.logs import RateLimitedLog
+from connectome_sse.redis_connect import (
+    async_client,
+    describe_error,
+    is_configuration_error,
+    short_error,
+)
 from health_publisher import checkpoint as checkpoints
 from health_publisher.aggregator import HealthAggregator
 from health_publisher.cadence import Cadence
 from health_publisher.lease import LeaderLease
 from health_publisher.metrics import PublisherMetrics
-from health_publisher.reader import Entry, SignalReader, id_key, id_ms, is_nogroup
+from health_publisher.reader import (
+    Entry,
+    NotLeader,
+    SignalReader,
+    id_key,
+    id_ms,
+    is_nogroup,
+)
 from health_publisher.settings import PublisherSettings
 from health_publisher.signals import BadSignal, parse_signal
 
@@ -60,14 +88,29 @@ SOCKET_TIMEOUT_S = 5.0  # larger than any XREADGROUP BLOCK we issue (MAX_BLOCK_S
 CONNECT_TIMEOUT_S = 2.0
 REPLAY_BATCH = 1000
 MAX_REPLAY = 200_000
+# Full replay (every entry, in order) covers the aggregator's sample window; older history,
+# and whatever a full replay has no time for, is compacted on the server (see
+# fenced_lua.COMPACT_HISTORY_LUA): the status and totals need every counter entry, the rest
+# only the latest values.
+REPLAY_BUDGET_S = 1.0
+COMPACT_SCAN = 10_000
+HOUSEKEEPING_EVERY_S = 10.0
+MAX_SEQ = 2**64 - 1
+
+
+class PublisherMisconfigured(Exception):
+    """Redis refused us for a reason only a setting can cure; the message is one line."""
 
 
 def make_client(settings: PublisherSettings) -> aioredis.Redis:
-    """A client whose every call fails fast: the service owns retrying and backoff."""
-    from redis.asyncio.retry import Retry
+    """A client whose every call fails fast: the service owns retrying and backoff.
 
-    return aioredis.Redis.from_url(
-        settings.redis_url,
+    With Sentinel every new connection asks the sentinels for the master, and a command
+    that meets ``READONLY`` (a demoted master) drops its connection: the publisher writes
+    only to the current master, and its fenced scripts check the lease there.
+    """
+    return async_client(
+        settings.redis_target(),
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
@@ -87,6 +130,7 @@ class HealthPublisher:
         metrics: PublisherMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.target = settings.redis_target()
         self.client = client or make_client(settings)
         self.wall = wall
         self.mono = mono
@@ -96,10 +140,12 @@ class HealthPublisher:
         )
         self.consumer = settings.consumer_name
         self.token = f"{self.consumer}:{uuid.uuid4().hex[:12]}"
-        self.reader = SignalReader(self.client, self.consumer)
+        self.reader = SignalReader(self.client, self.consumer, self.token)
         self.lease = LeaderLease(self.client, self.token, settings.publisher_lease_ms, clock=mono)
         self.cadence = Cadence(settings.health_interval, settings.health_max_rate)
-        self.backoff = Backoff(base=0.1, cap=5.0)
+        # With Sentinel a lost master is normally a failover that ends within seconds,
+        # and each attempt first asks the sentinels where the master is now: retry often.
+        self.backoff = Backoff(base=0.1, cap=1.0 if self.target.is_sentinel else 5.0)
         self.renew_every = settings.lease_seconds / 3.0
         # A standby polls often (SET NX is cheap) so it takes over well within lease + interval.
         self.acquire_every = max(
@@ -117,6 +163,12 @@ class HealthPublisher:
         self.last_published_state: str | None = None
         self.published = 0
         self.bad_signals = 0
+        self.unacked: list[bytes] = []  # applied, acknowledged by the next (fenced) read
+        self.checkpointed_id: bytes | None = None
+        self.next_housekeeping_at = 0.0
+        self.bad_log = RateLimitedLog(log)
+        self.redis_log = RateLimitedLog(log)
+        self.worked = False  # a step went through: configuration errors are retried from now
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -127,7 +179,7 @@ class HealthPublisher:
             "starting: consumer=%s redis=%s interval=%gs max_rate=%g/s window=%gs "
             "stale_after=%gs lease=%dms",
             self.consumer,
-            redact_url(self.settings.redis_url),
+            self.target.display(),
             self.settings.health_interval,
             self.settings.health_max_rate,
             self.settings.health_window,
@@ -161,33 +213,52 @@ class HealthPublisher:
             await self._lease_step()
             if not self.lease.held():
                 self._set_leader(False, "lease held by another publisher")
+                self.worked = True
                 return max(0.0, self.next_acquire_at - self.mono())
             self._set_leader(True, "lease acquired")
             if self.needs_recovery:
                 await self._recover()
-            entries = await self.reader.read(self.settings.publisher_batch, self._block_ms())
-            if entries:
-                await self._apply_and_ack(entries)
+            await self._read_and_apply()
             await self._maybe_publish()
+            await self._maybe_housekeep()
+            self.worked = True
+            return 0.0
+        except NotLeader:
+            self._deposed("the lease is no longer ours")
             return 0.0
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._stop_if_misconfigured(exc)
             return self._redis_lost(exc)
         except ResponseError as exc:
+            self._stop_if_misconfigured(exc)
             if is_nogroup(exc):
                 # Redis restarted empty (or someone deleted the group): recreate, resume.
                 log.warning("consumer group missing; recreating it")
                 self.connected = False
                 self.needs_recovery = True
                 return 0.0
-            log.error("redis refused a command: %s", exc)
+            self.redis_log.log(
+                logging.ERROR,
+                "refused",
+                "redis refused a command: %s",
+                describe_error(exc, self.target),
+            )
             return self.backoff.next_delay()
         except RedisError as exc:
-            log.error("redis error: %s", exc)
+            self.redis_log.log(logging.ERROR, "error", "redis error: %s", short_error(exc))
             return self.backoff.next_delay()
         except Exception:  # a bug costs a step and a log line, never the publisher
             log.exception("unexpected error in the publisher loop; carrying on")
             self.connected = False
             return self.backoff.next_delay()
+
+    def _stop_if_misconfigured(self, exc: BaseException) -> None:
+        """Before any step worked, an error only a setting can cure (a refused password, an
+        ACL permission missing, a certificate that does not verify) ends the publisher with
+        one line instead of a retry loop; later it is logged and retried (an ACL may be
+        fixed under a running process)."""
+        if not self.worked and is_configuration_error(exc):
+            raise PublisherMisconfigured(describe_error(exc, self.target)) from None
 
     async def close(self) -> None:
         if self.lease.held():
@@ -224,11 +295,21 @@ class HealthPublisher:
             self.metrics.redis_reconnects.inc()
         self.connected = False
         delay = self.backoff.next_delay()
-        log.warning(
-            "redis unavailable at %s (%s: %s); retrying in %.2fs",
-            redact_url(self.settings.redis_url),
-            type(exc).__name__,
-            exc,
+        if is_configuration_error(exc):
+            # A setting (or the server's ACL) changed under a running publisher.
+            self.redis_log.log(
+                logging.ERROR,
+                "misconfigured",
+                "%s; retrying in %.2fs",
+                describe_error(exc, self.target),
+                delay,
+            )
+            return delay
+        self.redis_log.warning(
+            "lost",
+            "redis unavailable at %s (%s); retrying in %.2fs",
+            self.target.display(),
+            short_error(exc),
             delay,
         )
         return delay
@@ -246,6 +327,23 @@ class HealthPublisher:
             self.next_acquire_at = now + self.acquire_every
             if await self.lease.acquire():
                 self.next_renew_at = now + self.renew_every
+
+    def _deposed(self, why: str) -> None:
+        """Redis refused a fenced command: whatever we applied and did not acknowledge stays
+        pending for the next leader, who claims it."""
+        self.lease.drop()
+        self.needs_recovery = True
+        self.unacked.clear()
+        self._set_leader(False, why)
+
+    async def _keep_lease(self) -> None:
+        """Renew when due during long work (a replay): a leader must not lose its lease by
+        being busy, nor carry on once it lost it."""
+        now = self.mono()
+        if now >= self.next_renew_at:
+            self.next_renew_at = now + self.renew_every
+            if not await self.lease.renew():
+                raise NotLeader
 
     def _set_leader(self, leader: bool, why: str, quiet: bool = False) -> None:
         if leader == self.leader:
@@ -276,69 +374,68 @@ class HealthPublisher:
         ):
             counted_until = self.last_applied_id
         await self.reader.ensure_group(self._start_id())
-        already_applied = self.last_applied_id
-        claimed = sorted(await self.reader.claim_pending(), key=lambda e: id_key(e[0]))
-        claimed_ids = {eid for eid, _ in claimed}
-        replayed = await self._replay(claimed_ids, counted_until)
-        fresh = [e for e in claimed if not _at_or_before(e[0], already_applied)]
-        for eid, fields in fresh:
-            self._apply_entry(eid, fields, count_totals=not _at_or_before(eid, counted_until))
-        await self.reader.ack([eid for eid, _ in claimed])
+        claimed, gone = await self.reader.claim_pending(self._keep_lease)
+        replay = _Replay(self, claimed, counted_until)
+        await replay.run()
+        # Acknowledged by the next fenced read, once they are applied (they are now).
+        self.unacked.extend(eid for eid, _ in claimed)
         self.needs_recovery = False
-        if claimed or replayed:
+        if claimed or gone or replay.replayed:
             log.info(
-                "resumed: %d pending entries claimed (%d applied), %d replayed from history",
+                "resumed: %d pending entries claimed (%d applied, %d gone from the stream), "
+                "%d replayed from history (%d compacted on the server)%s",
                 len(claimed),
-                len(fresh),
-                replayed,
+                replay.claimed_applied,
+                gone,
+                replay.replayed,
+                replay.compacted,
+                "; replay cut short: older history skipped" if replay.cut else "",
             )
 
-    async def _replay(self, skip: set[bytes], counted_until: bytes | None) -> int:
-        """Apply what earlier leaders read within the window (nothing to acknowledge: XRANGE).
-
-        Entries up to ``counted_until`` are in the checkpoint's totals already, so they only
-        rebuild the windows; later ones were applied by a leader that died before publishing
-        them, and are counted here.
-        """
-        until = await self.reader.last_delivered_id()
-        cursor = self._start_id()
-        if until is None or id_key(until) <= id_key(cursor):
-            return 0
-        replayed = 0
-        while replayed < MAX_REPLAY:
-            batch = await self.reader.history(cursor, until, REPLAY_BATCH)
-            if not batch:
-                break
-            for eid, fields in batch:
-                if eid not in skip:
-                    counted = not _at_or_before(eid, counted_until)
-                    self._apply_entry(eid, fields, count_totals=counted, quiet=True)
-                    replayed += 1
-            cursor = batch[-1][0].decode()
-        self.metrics.signals_replayed.inc(replayed)
-        return replayed
+    def _server_ms(self, ago: float = 0.0) -> int:
+        """Redis server time ``ago`` seconds ago, in ms (stream-id time)."""
+        return max(0, int((self.wall() + self.offset - ago) * 1000))
 
     def _start_id(self) -> str:
         """Where history that matters begins: the window's start, or after what we applied."""
-        window_start_ms = int((self.wall() + self.offset - self.settings.health_window) * 1000)
-        start = f"{max(window_start_ms, 0)}-0"
+        start = f"{self._server_ms(self.settings.health_window)}-0"
         if self.last_applied_id is not None and id_key(self.last_applied_id) > id_key(start):
             return self.last_applied_id.decode()
         return start
 
     # -- applying and publishing --------------------------------------------------------
 
-    async def _apply_and_ack(self, entries: list[Entry]) -> None:
-        for eid, fields in entries:
-            self._apply_entry(eid, fields)
-        if not self.lease.held():
-            # Paused past our lease: the next leader claims these; acking would be harmless
-            # but pointless, and we must not pretend to still lead.
-            log.warning(
-                "lease lapsed while applying %d entries; leaving them pending", len(entries)
-            )
+    async def _read_and_apply(self) -> None:
+        """One fenced read (acknowledging the last batch); when nothing is new, block until
+        something is or the next thing is due."""
+        result = await self.reader.read(self.settings.publisher_batch, self.unacked)
+        self.unacked = []
+        if result.entries:
+            for eid, fields in result.entries:
+                self._apply_entry(eid, fields)
+            self.unacked = [eid for eid, _ in result.entries]
             return
-        await self.reader.ack([eid for eid, _ in entries])
+        await self.reader.wait(result.wait_after, self._block_ms())
+
+    async def _maybe_housekeep(self) -> None:
+        """Trim history nobody needs and remove consumers of dead publishers, now and then."""
+        now = self.mono()
+        if now < self.next_housekeeping_at:
+            return
+        self.next_housekeeping_at = now + HOUSEKEEPING_EVERY_S
+        needed = max(self.settings.health_window, self.aggregator.sample_window)
+        keep_from = f"{self._server_ms(needed)}-0"
+        if self.checkpointed_id is not None and id_key(self.checkpointed_id) < id_key(keep_from):
+            # Applied but not yet in a published checkpoint: a successor must count it.
+            keep_from = self.checkpointed_id.decode()
+        done = await self.reader.housekeeping(keep_from, 2 * self.settings.publisher_lease_ms)
+        if done.trimmed or done.removed_consumers:
+            log.info(
+                "housekeeping: %d old entries trimmed (kept from %s), consumers removed: %s",
+                done.trimmed,
+                keep_from,
+                ", ".join(done.removed_consumers) or "none",
+            )
 
     def _apply_entry(
         self,
@@ -356,12 +453,21 @@ class HealthPublisher:
             if not quiet:
                 self.bad_signals += 1
                 self.metrics.signals_bad.labels(exc.reason).inc()
-                log.warning("bad signal %s (%s): %s", eid.decode(), exc.reason, exc)
-        except Exception:  # a bug must cost one entry, never the publisher
+                self.bad_log.warning(
+                    exc.reason, "bad signal %s (%s): %s", eid.decode(), exc.reason, exc
+                )
+        except Exception as exc:  # a bug must cost one entry, never the publisher
             if not quiet:
                 self.bad_signals += 1
                 self.metrics.signals_bad.labels("internal").inc()
-                log.exception("could not apply signal %s", eid.decode())
+                self.bad_log.log(
+                    logging.ERROR,
+                    "internal",
+                    "could not apply signal %s (internal): %s: %s",
+                    eid.decode(),
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
         else:
             if not quiet:
                 self.metrics.signals_applied.inc()
@@ -395,13 +501,13 @@ class HealthPublisher:
             last_id=self.last_applied_id.decode() if self.last_applied_id else None,
             counters=payload.counters,
         )
+        applied_id = self.last_applied_id
         receivers = await self.lease.publish(
             HEALTH_EVENT, payload.to_json(), checkpoints.encode(checkpoint)
         )
         if receivers is None:
-            self.needs_recovery = True
-            self._set_leader(False, "the lease is no longer ours")
-            return
+            raise NotLeader
+        self.checkpointed_id = applied_id
         self.cadence.published(now, state)
         self.published += 1
         self.metrics.events_published.labels(state).inc()
@@ -413,3 +519,82 @@ class HealthPublisher:
 
 def _at_or_before(eid: bytes, mark: bytes | None) -> bool:
     return mark is not None and id_key(eid) <= id_key(mark)
+
+
+class _Replay:
+    """A new leader's replay of the window, in stream order, claimed entries in their place.
+
+    History up to the start of the aggregator's sample window (and whatever a full replay
+    has no time for within ``REPLAY_BUDGET_S``) is compacted on the server: every counter
+    entry, the latest of every other kind. The rest is replayed in full. The lease is renewed
+    between batches. Entries up to ``counted_until`` are in the checkpoint's totals already,
+    so they only rebuild the windows; later ones were applied by a leader that died before
+    publishing them, and are counted here. Nothing here is acknowledged (XRANGE).
+    """
+
+    def __init__(
+        self, publisher: HealthPublisher, claimed: list[Entry], counted_until: bytes | None
+    ) -> None:
+        self.p = publisher
+        self.pending = list(reversed(claimed))  # oldest last: pop() takes the oldest
+        self.claimed_ids = {eid for eid, _ in claimed}
+        self.counted_until = counted_until
+        self.already_applied = publisher.last_applied_id
+        self.replayed = 0
+        self.compacted = 0
+        self.claimed_applied = 0
+        self.cut = False
+
+    def _claimed_upto(self, key: tuple[int, int] | None) -> None:
+        while self.pending and (key is None or id_key(self.pending[-1][0]) <= key):
+            eid, fields = self.pending.pop()
+            if _at_or_before(eid, self.already_applied):
+                continue  # our own, applied before a reconnect
+            self.p._apply_entry(
+                eid, fields, count_totals=not _at_or_before(eid, self.counted_until)
+            )
+            self.claimed_applied += 1
+
+    def _history(self, batch: list[Entry]) -> None:
+        for eid, fields in batch:
+            self._claimed_upto(id_key(eid))
+            if eid in self.claimed_ids:
+                continue
+            counted = not _at_or_before(eid, self.counted_until)
+            self.p._apply_entry(eid, fields, count_totals=counted, quiet=True)
+            self.replayed += 1
+
+    async def run(self) -> None:
+        p = self.p
+        until = await p.reader.last_delivered_id()
+        cursor: bytes | str = p._start_id()
+        self._claimed_upto(id_key(cursor))
+        if until is not None and id_key(until) > id_key(cursor):
+            full_from_ms = p._server_ms(p.aggregator.sample_window)
+            before_full = f"{full_from_ms - 1}-{MAX_SEQ}"  # the last id before the full part
+            started = p.mono()
+            while self.replayed < MAX_REPLAY:
+                await p._keep_lease()
+                early = id_key(cursor) < id_key(before_full)
+                if early or p.mono() - started > REPLAY_BUDGET_S:
+                    upper = before_full if early and id_key(before_full) < id_key(until) else until
+                    last, batch = await p.reader.compact_history(cursor, upper, COMPACT_SCAN)
+                    if last is None:
+                        if upper is until:
+                            break
+                        cursor = before_full  # nothing left before the full part
+                        continue
+                    self._history(batch)
+                    self.compacted += len(batch)
+                    self._claimed_upto(id_key(last))
+                    cursor = last
+                else:
+                    batch = await p.reader.history(cursor, until, REPLAY_BATCH)
+                    if not batch:
+                        break
+                    self._history(batch)
+                    cursor = batch[-1][0]
+            else:
+                self.cut = True
+        self._claimed_upto(None)
+        p.metrics.signals_replayed.inc(self.replayed)

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from connectome_sse.settings import ProcessSettings
+from connectome_sse.settings import RedisSettings
 
 
 def default_consumer_name() -> str:
@@ -17,15 +17,10 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class PublisherSettings(ProcessSettings):
+class PublisherSettings(RedisSettings):
+    # REDIS_URL, REDIS_TLS_* and REDIS_SENTINEL_PASSWORD come from RedisSettings.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("HEALTH_", "PUBLISHER_")
 
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        validation_alias="REDIS_URL",
-        description="Redis to read signals from and publish to",
-        pattern=r"^(redis|rediss|unix)://",
-    )
     health_interval: float = Field(
         1.0, validation_alias="HEALTH_INTERVAL", gt=0, le=3600, description="seconds between events"
     )

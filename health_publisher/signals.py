@@ -23,6 +23,8 @@ from connectome_sse.payload import InterruptReason, Speed, TopEdge
 
 # An engine may report any number of edges; the payload keeps the strongest few.
 MAX_TOP_EDGES_IN = 100
+# Generous for MAX_TOP_EDGES_IN edges; bounds what one entry can make us parse.
+MAX_TOP_EDGES_TEXT = 64 * 1024
 MAX_TEXT = 200
 MAX_COUNT = 1_000_000_000
 
@@ -92,8 +94,13 @@ class PressureSignal(_Signal):
     def _json_list(cls, value: Any) -> Any:
         # On the wire the list is a JSON string; in process it may already be a list.
         if isinstance(value, str):
+            if len(value) > MAX_TOP_EDGES_TEXT:
+                raise ValueError(f"top_edges is longer than {MAX_TOP_EDGES_TEXT} characters")
             try:
                 return json.loads(value)
+            except RecursionError:
+                # JSON nested deeper than the interpreter's stack: bad input, not our bug.
+                raise ValueError("top_edges is nested too deeply") from None
             except ValueError as exc:
                 raise ValueError(f"top_edges is not JSON: {exc}") from None
         return value

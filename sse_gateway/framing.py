@@ -7,7 +7,9 @@ The WHATWG parser splits a stream into lines on CRLF, LF or CR and ends an
 event at an empty line. So a payload is split on all three line breaks and
 each piece becomes its own ``data:`` line; a payload can then never end an
 event early or forge a field of another one. Event names are checked against
-the contract's rule, which excludes every control character.
+the contract's rule, which excludes every control character; an event id is
+made by the gateway (``sse_gateway.history.event_id``) and is checked the
+same way, so it cannot carry a line break either.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from connectome_sse.contract import is_valid_event_name
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def encode_event(event: str, data: str) -> bytes:
+def encode_event(event: str, data: str, event_id: str | None = None) -> bytes:
     if not is_valid_event_name(event):
         raise ValueError(f"invalid event name {event!r}")
     lines = _LINE_BREAK.split(data)
     body = "\ndata: ".join(lines)
-    return f"event: {event}\ndata: {body}\n\n".encode()
+    if event_id is None:
+        return f"event: {event}\ndata: {body}\n\n".encode()
+    if not is_valid_event_name(event_id):
+        raise ValueError(f"invalid event id {event_id!r}")
+    return f"id: {event_id}\nevent: {event}\ndata: {body}\n\n".encode()
 
 
 class Frame:
@@ -33,13 +39,30 @@ class Frame:
     ``chunk`` is the same bytes already framed as an HTTP/1.1 chunk, so a
     server that can take body bytes straight (see ``http_protocol``) does not
     frame it again for each client.
+
+    ``event_id`` is the ``id:`` the frame carries (None for gateway-made
+    events); ``event`` is the type of a frame relayed from a channel or a
+    snapshot (None for gateway-made ones), which a new stream's queue needs to
+    tell which live frames its snapshot already covers
+    (``StreamWriter.release``); ``conflate`` is the event type when that type is latest-only
+    (``SSE_LATEST_ONLY``): a slow client's queued frame with the same
+    ``conflate`` may be replaced by a newer one (``sse_gateway.stream_writer``).
     """
 
-    __slots__ = ("chunk", "data")
+    __slots__ = ("chunk", "conflate", "data", "event", "event_id")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        event_id: str | None = None,
+        conflate: str | None = None,
+        event: str | None = None,
+    ) -> None:
         self.data = data
         self.chunk = b"%x\r\n%s\r\n" % (len(data), data)
+        self.event_id = event_id
+        self.conflate = conflate
+        self.event = event
 
     def __repr__(self) -> str:
         return f"Frame({self.data!r})"

@@ -32,6 +32,9 @@ class Gateway:
             metrics,
             max_event_bytes=settings.max_event_bytes,
             ping_interval=settings.ping_interval,
+            history=settings.history,
+            latest_only=settings.latest_only,
+            health_stale_after=settings.health_stale_after,
         )
         self.open_streams = 0
         self.draining = False
@@ -39,7 +42,7 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.relay.redis_up and not self.draining
+        return self.relay.ready and not self.draining
 
     def drain(self) -> None:
         """Refuse new streams and end open ones, each told to retry after a jittered delay."""

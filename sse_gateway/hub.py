@@ -4,7 +4,10 @@ The hub knows neither HTTP nor Redis. A subscriber is anything with
 ``offer(frame) -> bool``; the hub calls it synchronously, so nothing in the
 fan-out awaits a client. ``offer`` returning False means the subscriber could
 not keep up (its bounded buffer is full): the hub drops it at once, and the
-subscriber ends its own stream. Ordering: frames reach each subscriber in the
+subscriber ends its own stream. A subscriber that raises instead is a bug
+in that subscriber, not in the fan-out: it is dropped (and told to close),
+logged at a limited rate, and every other subscriber still gets the frame.
+Ordering: frames reach each subscriber in the
 order ``publish`` was called. Delivery is at most once per subscription.
 
 Closing the hub (draining) ends every subscription with a final frame chosen
@@ -13,11 +16,16 @@ per subscriber, and refuses new ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import Protocol
 
+from connectome_sse.logs import RateLimitedLog
 from sse_gateway.framing import Frame
+
+log = RateLimitedLog(logging.getLogger("sse_gateway.hub"))
 
 
 class Subscriber(Protocol):
@@ -30,6 +38,32 @@ class Subscriber(Protocol):
 
 class HubClosed(Exception):
     """The hub is draining: no new subscriptions."""
+
+
+class Subscription:
+    """``with hub.subscription(...)``: the subscriber is removed when the block ends.
+
+    A small class rather than a ``@contextmanager`` generator: it lives as long
+    as its stream, and a suspended generator and its wrapper cost about half a
+    kilobyte a stream.
+    """
+
+    __slots__ = ("_hub", "_subscriber")
+
+    def __init__(self, hub: Hub, subscriber: Subscriber) -> None:
+        self._hub = hub
+        self._subscriber = subscriber
+
+    def __enter__(self) -> Subscriber:
+        return self._subscriber
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._hub._remove(self._subscriber)
 
 
 class Hub:
@@ -45,11 +79,13 @@ class Hub:
     def __len__(self) -> int:
         return len(self._selection)
 
-    @contextmanager
     def subscription(
         self, subscriber: Subscriber, events: frozenset[str] | None = None
-    ) -> Iterator[Subscriber]:
-        """Subscribe for the duration of the block; ``events=None`` means every event."""
+    ) -> Subscription:
+        """Subscribe now, until the ``with`` block ends; ``events=None`` means every event.
+
+        Raises ``HubClosed`` while draining.
+        """
         if self.closed:
             raise HubClosed
         self._selection[subscriber] = events
@@ -58,10 +94,7 @@ class Hub:
         else:
             for event in events:
                 self._by_event.setdefault(event, set()).add(subscriber)
-        try:
-            yield subscriber
-        finally:
-            self._remove(subscriber)
+        return Subscription(self, subscriber)
 
     def _remove(self, subscriber: Subscriber) -> bool:
         if subscriber not in self._selection:
@@ -86,6 +119,16 @@ class Hub:
             delivered += self._offer_all(named, frame)
         return delivered
 
+    def publish_to(self, event: str, frame: Frame, subscribers: Iterable[Subscriber]) -> int:
+        """Offer ``frame`` to those of ``subscribers`` still subscribed to ``event``."""
+        chosen = [
+            s
+            for s in subscribers
+            if s in self._selection
+            and ((selected := self._selection[s]) is None or event in selected)
+        ]
+        return self._offer_all(chosen, frame) if chosen else 0
+
     def broadcast(self, frame: Frame) -> int:
         """Offer ``frame`` to every subscriber whatever its selection (pings)."""
         return self._offer_all(self._selection.keys(), frame)
@@ -93,8 +136,15 @@ class Hub:
     def _offer_all(self, subscribers: Iterable[Subscriber], frame: Frame) -> int:
         delivered = 0
         cut: list[Subscriber] = []
+        failed: list[Subscriber] = []
         for subscriber in subscribers:
-            if subscriber.offer(frame):
+            try:
+                taken = subscriber.offer(frame)
+            except Exception as exc:
+                log.warning("offer-failed", "dropped a subscriber whose offer raised: %r", exc)
+                failed.append(subscriber)
+                continue
+            if taken:
                 delivered += 1
             else:
                 cut.append(subscriber)
@@ -102,6 +152,10 @@ class Hub:
         for subscriber in cut:
             if self._remove(subscriber) and self._on_cut is not None:
                 self._on_cut(subscriber)
+        for subscriber in failed:
+            self._remove(subscriber)
+            with contextlib.suppress(Exception):
+                subscriber.close(b"")
         return delivered
 
     def close(self, final_frame: Callable[[], bytes]) -> None:
@@ -112,4 +166,7 @@ class Hub:
         self._everything.clear()
         self._by_event.clear()
         for subscriber in everyone:
-            subscriber.close(final_frame())
+            try:
+                subscriber.close(final_frame())
+            except Exception as exc:  # one broken stream must not keep the others open
+                log.warning("close-failed", "closing a subscriber raised: %r", exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
@@ -21,14 +22,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from connectome_sse.contract import is_valid_event_name
+from connectome_sse.logs import RateLimitedLog
+from sse_gateway.access import Access, Refusal
+from sse_gateway.framing import Frame
 from sse_gateway.gateway import Gateway
 from sse_gateway.http_protocol import DIRECT_BODY_EXTENSION
 from sse_gateway.hub import HubClosed
+from sse_gateway.opening import Opening, last_event_id, opening_frames
+from sse_gateway.probe import PROBE_PARAMETER, probe_requested, probes_for
 from sse_gateway.source import SourceUnavailable
 from sse_gateway.stream_writer import Send as WriterSend
 from sse_gateway.stream_writer import StreamWriter
 
 log = logging.getLogger("sse_gateway.stream")
+cut_log = RateLimitedLog(log)
 
 STREAM_PATH = "/api/sse"
 MAX_SELECTED_EVENTS = 64
@@ -72,33 +79,60 @@ class StreamEndpoint:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.access = Access(gateway.settings)  # authentication, per-client limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway
         try:
             events = parse_events(query_values(scope, "events"))
+            probe = probe_requested(query_values(scope, PROBE_PARAMETER))
         except ValueError as exc:
             return await json_error(400, str(exc))(scope, receive, send)
         refusal = self._refusal()
         if refusal is not None:
             return await refusal(scope, receive, send)
+        try:
+            address, grant, events = await self.access.admit(scope, events)
+        except Refusal as refused:
+            gateway.metrics.streams_rejected.labels(refused.reason).inc()
+            return await refused.response()(scope, receive, send)
+        if probe:  # the path probe: its probes, then only pings (sse_gateway.probe)
+            events = frozenset()
+
+        if scope["method"] == "HEAD":  # the head a GET would get, and no stream
+            await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
+            return await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
         direct = scope.get("extensions", {}).get(DIRECT_BODY_EXTENSION, {}).get("writer")
-        writer = StreamWriter(cast(WriterSend, send), gateway.settings.client_buffer, direct)
+        settings = gateway.settings
+        writer = StreamWriter(
+            cast(WriterSend, send),
+            settings.client_buffer,
+            direct,
+            settings.client_buffer_bytes,
+            send_timeout=settings.send_timeout,
+            on_conflate=gateway.metrics.events_conflated.inc,
+        )
+        last_id = last_event_id(scope["headers"], scope["query_string"])
         gateway.open_streams += 1
         gateway.metrics.open_streams.inc()
         gateway.metrics.streams_opened.inc()
         opened = time.monotonic()
-        log.info("stream opened %s events=%s", peer, ",".join(sorted(events)) if events else "*")
+        expiry = self.access.end_at_expiry(grant, lambda: writer.close(b""))
+        # Opens and closes are routine and as frequent as clients: debug only.
+        log.debug("stream opened %s events=%s", peer, ",".join(sorted(events)) if events else "*")
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
             await send(
                 {"type": "http.response.body", "body": gateway.retry_frame, "more_body": True}
             )
-            with gateway.hub.subscription(writer, events):
-                writer.release(await self._snapshots(events))
+            with gateway.hub.subscription(writer, events), probes_for(writer, probe):
+                if probe:
+                    writer.release([])
+                else:
+                    writer.release(*await self._opening(writer, events, last_id))
                 while (await receive())["type"] != "http.disconnect":
                     pass
                 await writer.wait_flushed()
@@ -106,15 +140,20 @@ class StreamEndpoint:
             writer.release([])
             writer.close(b"")
         finally:
+            self.access.release(address)
+            if expiry is not None:
+                expiry.cancel()
             gateway.open_streams -= 1
             gateway.metrics.open_streams.dec()
-            log.info(
-                "stream closed %s after %.1fs, %d events sent%s",
-                peer,
-                time.monotonic() - opened,
-                writer.frames,
-                " (cut: too slow)" if writer.cut else "",
-            )
+            if writer.timed_out:  # cut by its flusher, not by the hub: counted here
+                gateway.metrics.slow_clients_cut.inc()
+            closed = (peer, time.monotonic() - opened, writer.frames)
+            if writer.cut:
+                cut_log.warning(
+                    "cut", "stream closed %s after %.1fs, %d events sent (cut: too slow)", *closed
+                )
+            else:
+                log.debug("stream closed %s after %.1fs, %d events sent", *closed)
 
     def _refusal(self) -> Response | None:
         gateway = self.gateway
@@ -131,14 +170,22 @@ class StreamEndpoint:
             )
         return None
 
-    async def _snapshots(self, events: frozenset[str] | None) -> list[bytes]:
+    async def _opening(
+        self, writer: StreamWriter, events: frozenset[str] | None, last_id: str
+    ) -> Opening:
+        # A method, not a lambda kept in the handler's frame: nothing of it outlives the
+        # opening, and streams are many.
+        snapshots = partial(self._snapshots, events)
+        return await opening_frames(self.gateway.relay, writer, events, last_id, snapshots)
+
+    async def _snapshots(self, events: frozenset[str] | None) -> list[Frame]:
         relay = self.gateway.relay
         if not relay.redis_up:
             return []  # re-sent to every stream once the subscription is back
         try:
             framed = await relay.snapshots.read()
         except SourceUnavailable as exc:
-            log.warning("snapshots unavailable for a new stream: %s", exc)
+            cut_log.warning("snapshots", "snapshots unavailable for a new stream: %s", exc)
             return []
         return relay.select(framed, events)
 

@@ -11,18 +11,21 @@ orphaned worker would keep holding the port and its clients forever.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from typing import cast
 
 import uvicorn
 
 from connectome_sse.settings import to_environ
-from sse_gateway.http_protocol import GatewayHttpProtocol
+from sse_gateway.http_protocol import ConnectionLimits, GatewayHttpProtocol
 from sse_gateway.metrics import MULTIPROC_ENV
 from sse_gateway.settings import GatewaySettings
 
@@ -43,6 +46,9 @@ def serve(settings: GatewaySettings) -> None:
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         metrics_dir = tempfile.mkdtemp(prefix="sse-gateway-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout, max_open=settings.connection_cap
+    )
     try:
         uvicorn.run(
             "sse_gateway.app:app_from_environ",
@@ -52,7 +58,13 @@ def serve(settings: GatewaySettings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http=GatewayHttpProtocol,
+            # A factory (picklable for spawned workers) that carries the connection limits.
+            # uvicorn only ever calls the class, so a factory is as good (typed as a class).
+            http=cast(
+                "type[asyncio.Protocol]", functools.partial(GatewayHttpProtocol, limits=limits)
+            ),
+            ws="none",
+            limit_concurrency=settings.connection_cap,
             lifespan="on",
             access_log=False,
             log_config=None,

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import AnyUrl, BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import NoDecode
 
-from connectome_sse.settings import ProcessSettings, parse_csv
+from connectome_sse.contract import is_valid_event_name
+from connectome_sse.settings import RedisSettings, parse_csv
 
 
-class GatewaySettings(ProcessSettings):
+class GatewaySettings(RedisSettings):
+    # REDIS_URL, REDIS_TLS_* and REDIS_SENTINEL_PASSWORD come from RedisSettings.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("SSE_",)
 
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        validation_alias="REDIS_URL",
-        description="Redis to subscribe to",
-    )
     host: str = Field("127.0.0.1", validation_alias="SSE_HOST", description="listen address")
     port: int = Field(8000, ge=0, le=65535, validation_alias="SSE_PORT", description="listen port")
     workers: int = Field(
@@ -43,6 +40,25 @@ class GatewaySettings(ProcessSettings):
     client_buffer: int = Field(
         256, ge=1, validation_alias="SSE_CLIENT_BUFFER", description="events buffered per client"
     )
+    client_buffer_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        validation_alias="SSE_CLIENT_BUFFER_BYTES",
+        description="bytes buffered per client before it is cut (one event is always taken)",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        validation_alias="SSE_HEADER_TIMEOUT",
+        description="seconds a connection may take to send its request headers",
+    )
+    limit_concurrency: int = Field(
+        0,
+        ge=0,
+        validation_alias="SSE_LIMIT_CONCURRENCY",
+        description="open connections per process, streams included; 0: max connections + 1024",
+    )
     max_event_bytes: int = Field(
         1_048_576,
         ge=1,
@@ -58,13 +74,75 @@ class GatewaySettings(ProcessSettings):
         5.0, gt=0, le=600, validation_alias="SSE_SHUTDOWN_GRACE", description="seconds to drain"
     )
     log_level: str = Field("info", validation_alias="SSE_LOG_LEVEL", description="log level")
+    # Authentication (sse_gateway.auth). The secret is a plain str kept out of repr, as
+    # REDIS_SENTINEL_PASSWORD is: to_environ hands it to workers, errors never echo it.
+    auth_secret: str = Field(
+        "",
+        repr=False,
+        validation_alias="SSE_AUTH_SECRET",
+        description="HMAC key of stream tokens, at least 32 bytes; empty: streams are open",
+    )
+    ticket_ttl: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        validation_alias="SSE_TICKET_TTL",
+        description="seconds a one-time ticket stays valid",
+    )
+    max_streams_per_client: int = Field(
+        1000,
+        ge=0,
+        validation_alias="SSE_MAX_STREAMS_PER_CLIENT",
+        description="open streams per client address per process; 0: no limit",
+    )
 
-    @field_validator("redis_url")
+    # Resume, latest-only types, publisher liveness (sse_gateway.history, .liveness).
+    history: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        validation_alias="SSE_HISTORY",
+        description="events kept per type for resuming with Last-Event-ID; 0: no resume",
+    )
+    latest_only: Annotated[list[str], NoDecode, BeforeValidator(parse_csv)] = Field(
+        "connectome_health",  # as the environment would say it: parsed like one
+        validate_default=True,
+        validation_alias="SSE_LATEST_ONLY",
+        description="comma-separated event types where only the newest matters",
+    )
+    send_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        validation_alias="SSE_SEND_TIMEOUT",
+        description="seconds a client may take no bytes at all before it is cut",
+    )
+    health_stale_after: float = Field(
+        10.0,
+        gt=0,
+        le=86400,
+        validation_alias="SSE_HEALTH_STALE_AFTER",
+        description="seconds without connectome_health before streams get health_stale",
+    )
+
+    @property
+    def connection_cap(self) -> int:
+        """Open sockets per process: streams, plus room for probes, metrics and refusals."""
+        return self.limit_concurrency or self.max_connections + 1024
+
+    @field_validator("auth_secret")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        url = AnyUrl(value)
-        if url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    def _secret_length(cls, value: str) -> str:
+        if value and len(value.encode()) < 32:
+            raise ValueError("must be at least 32 bytes (or empty: authentication off)")
+        return value
+
+    @field_validator("latest_only")
+    @classmethod
+    def _latest_only(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not is_valid_event_name(name):
+                raise ValueError(f"{name!r} is not an event name ([A-Za-z0-9_.-]{{1,64}})")
         return value
 
     @field_validator("cors_origins")

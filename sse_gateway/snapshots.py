@@ -5,29 +5,36 @@ older read could predate an event the client has already missed. So callers
 join the next batch; a batch starts its read once the previous read is done,
 and everyone who joined before that start shares the result. A reconnect
 storm of thousands of clients costs a handful of Redis reads, not thousands.
+The same holds for the relay's other question to Redis around connect, "has
+this process caught up with you?" (``EventSource.caught_up``): ``SharedCall``
+is the batching, whatever the call returns.
 
 Around connect, delivery is at least once: an event published while a
 client's read is under way may reach it both in the snapshot and live, but
-never in neither.
+never in neither (``StreamWriter.release`` then drops the live copy).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-Snapshots = dict[str, bytes]
+from sse_gateway.framing import Frame
+
+Snapshots = dict[str, Frame]  # event name -> its framed snapshot
+T = TypeVar("T")
 
 
-class SnapshotReader:
-    def __init__(self, read: Callable[[], Awaitable[Snapshots]]) -> None:
+class SharedCall(Generic[T]):
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
         self._read = read
         self._one_at_a_time = asyncio.Lock()
-        self._batch: asyncio.Future[Snapshots] | None = None  # not started yet: open to join
+        self._batch: asyncio.Future[T] | None = None  # not started yet: open to join
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def read(self) -> Snapshots:
-        """Snapshots read after this call began; raises what the read raised."""
+    async def read(self) -> T:
+        """The result of a call that began after this one did; raises what it raised."""
         batch = self._batch
         if batch is None:
             batch = self._batch = asyncio.get_running_loop().create_future()
@@ -36,7 +43,7 @@ class SnapshotReader:
             task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(batch)
 
-    async def _run(self, batch: asyncio.Future[Snapshots]) -> None:
+    async def _run(self, batch: asyncio.Future[T]) -> None:
         async with self._one_at_a_time:
             self._batch = None  # the read starts now: later callers need the next batch
             try:
@@ -46,3 +53,6 @@ class SnapshotReader:
                 batch.exception()  # marked as retrieved even if every caller has gone
             else:
                 batch.set_result(result)
+
+
+SnapshotReader = SharedCall[Snapshots]

@@ -8,11 +8,23 @@ whole process and reports to a ``SourceListener``:
   in the read loop waits for a client.
 - ``on_connected`` after every (re)subscription, so the listener can re-send
   snapshots (a change made during an outage is not missed);
-  ``on_disconnected`` when the subscription is lost. The source reconnects
-  by itself, with capped jittered backoff, until it is cancelled.
+  ``on_disconnected`` when the subscription is lost, or when Redis stopped
+  answering while the source keeps the subscription (a pause); then
+  ``on_connected(resumed=True)`` when that subscription answers again, which
+  lost nothing. The source reconnects by itself, with capped jittered
+  backoff, until it is cancelled. A listener that raises is logged; the
+  source goes on.
 
 ``read_snapshots`` returns the current ``sse:last:*`` values; it raises
 ``SourceUnavailable`` while the store cannot be reached.
+
+``caught_up`` is a barrier: it returns True once every message published
+before the call began has been given to the listener, False when that cannot
+be told now (no subscription, the round trip refused or too slow). A reader
+can fall behind Redis (a replica whose loop is busy with a reconnect storm),
+and then a snapshot read on another connection is newer than what it has
+relayed, and an id a client got from a faster replica is not known here
+yet: a new stream waits on this before it compares either with live events.
 
 ``MemorySource`` is the in-process twin for unit tests.
 """
@@ -32,7 +44,7 @@ class SourceUnavailable(Exception):
 class SourceListener(Protocol):
     def on_message(self, channel: str, data: bytes) -> None: ...
 
-    def on_connected(self) -> None: ...
+    def on_connected(self, resumed: bool = False) -> None: ...
 
     def on_disconnected(self) -> None: ...
 
@@ -43,6 +55,9 @@ class EventSource(Protocol):
 
     async def read_snapshots(self) -> dict[str, bytes]:
         """Event name -> latest snapshot, for every event that has one."""
+
+    async def caught_up(self) -> bool:
+        """True once everything published before this call reached the listener."""
 
     async def aclose(self) -> None: ...
 
@@ -65,6 +80,10 @@ class MemorySource:
         if not self.up:
             raise SourceUnavailable("memory source is down")
         return dict(self.snapshots)
+
+    async def caught_up(self) -> bool:
+        # publish() hands each message over synchronously: never behind.
+        return self.up and self._listener is not None
 
     def publish(self, channel: str, data: bytes, snapshot: bool = False) -> None:
         event = event_from_channel(channel)

@@ -7,10 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import compose
 from tests.support.gateway import GatewayProcess
 from tests.support.redis_server import RedisServer
 
 StartGateway = Callable[..., GatewayProcess]
+COMPOSE_DEPLOYMENT = Path(__file__).parent / "e2e" / "test_compose.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The compose deployment's tests run last, and what they need (a Docker engine, a
+    base image, three image builds: minutes on a new machine, mostly downloads) is made
+    in the background from now on, while every other test runs. (Under pytest-xdist
+    every worker collects, so every worker starts it; they take turns, see
+    ``compose.prepare``.)"""
+    deployment = [item for item in items if item.path == COMPOSE_DEPLOYMENT]
+    if not deployment:
+        return
+    items[:] = [item for item in items if item.path != COMPOSE_DEPLOYMENT] + deployment
+    if not config.option.collectonly:
+        compose.prepare_in_background()
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ import sys
 from connectome_sse.demo.engine import run_engine
 from connectome_sse.demo.scenario import TICKS_PER_SECOND, DemoConfig, DemoScenario
 from connectome_sse.logs import setup_logging
+from connectome_sse.redis_target import RedisTarget
+from connectome_sse.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsError, load_settings
 
 HELP = "a simulated connectome engine: writes realistic signals into connectome:signals"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _positive_or_zero(text: str) -> float:
@@ -79,7 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "0: no stalls)",
     )
     parser.add_argument(
-        "--maxlen", type=_maxlen, default=10_000, help="trim the stream to ~N entries"
+        "--maxlen",
+        type=_maxlen,
+        default=1_000_000,
+        help="safety cap: trim the stream to ~N entries (the publisher trims by time)",
     )
     parser.add_argument(
         "--duration",
@@ -91,21 +95,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", help="log level (default info)")
 
 
-async def _main(args: argparse.Namespace, url: str, config: DemoConfig) -> int:
+async def _main(args: argparse.Namespace, target: RedisTarget, config: DemoConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_engine(DemoScenario(config), url, stop, maxlen=args.maxlen, duration=args.duration)
+    await run_engine(DemoScenario(config), target, stop, maxlen=args.maxlen, duration=args.duration)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        print(
-            "demo-engine: REDIS_URL: must be a redis://, rediss:// or unix:// URL", file=sys.stderr
-        )
+    try:
+        # REDIS_URL and the shared TLS/Sentinel settings; --redis-url wins over REDIS_URL.
+        settings = load_settings(RedisSettings, os.environ, {"redis_url": args.redis_url})
+        target = settings.redis_target()
+    except SettingsError as exc:
+        print(f"demo-engine: bad setting: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
     config = DemoConfig(
@@ -116,4 +121,4 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else random.randrange(2**31),
         playthrough_id=args.playthrough_id,
     )
-    return asyncio.run(_main(args, url, config))
+    return asyncio.run(_main(args, target, config))

@@ -15,14 +15,17 @@ import os
 import sys
 import time
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from connectome_sse.cli_redis import CliRedisSettings
 from connectome_sse.contract import HEALTH_EVENT, is_valid_event_name
 from connectome_sse.payload import parse_health_payload
 from connectome_sse.publishing import publish_event
-from connectome_sse.redaction import redact_url
+from connectome_sse.redis_connect import async_client, explain_error
+from connectome_sse.redis_target import RedisTarget
 from connectome_sse.settings import SettingsError, add_setting_flags, settings_from_args
 
 HELP = "publish one event: SET sse:last:EVENT and PUBLISH sse:EVENT in one MULTI"
@@ -104,12 +107,17 @@ def _max_event_bytes() -> int:
         return DEFAULT_MAX_EVENT_BYTES
 
 
-async def _publish(url: str, event: str, data: str) -> int:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+async def _publish(target: RedisTarget, event: str, data: str) -> int:
+    # One try: a one-shot command answers at once (redis-py would retry a refused
+    # connection, password or handshake 3 times, backing off, before the one line).
+    client = async_client(
+        target, socket_connect_timeout=3, socket_timeout=5, retry=Retry(NoBackoff(), retries=0)
+    )
     try:
         return await publish_event(client, event, data)
-    except (aioredis.RedisError, OSError) as exc:
-        raise PublishError(f"cannot reach Redis at {redact_url(url)}: {exc}", status=1) from None
+    except (RedisError, OSError) as exc:
+        # One line naming the setting to fix: unreachable, bad certificate, NOPERM...
+        raise PublishError(await explain_error(exc, target), status=1) from None
     finally:
         await client.aclose()
 
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(CliRedisSettings, args)
         text = prepare(args.event, _read_data(args.data), args.raw, _max_event_bytes())
-        receivers = asyncio.run(_publish(settings.redis_url, args.event, text))
+        receivers = asyncio.run(_publish(settings.redis_target(), args.event, text))
     except SettingsError as exc:
         print(f"connectome-sse publish: {exc}", file=sys.stderr)
         return 2

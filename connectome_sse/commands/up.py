@@ -1,7 +1,7 @@
 """`connectome-sse up`: the whole stack on one machine, for a first look.
 
 Redis first (``REDIS_URL`` if set; else a ``redis-server`` from PATH on a free
-port in a temp dir; else the embedded fakeredis server), then ``sse-gateway``,
+port in a temp dir; else the packaged valkey-server, run the same way), then ``sse-gateway``,
 ``health-publisher`` and ``connectome-sse demo-engine`` as real OS processes,
 each in its own process group with its log in the temp dir. Once ``/readyz``
 answers 200 the banner is printed. A child that dies is reported at once with
@@ -26,19 +26,23 @@ from pathlib import Path
 from typing import ClassVar
 
 import httpx
-import redis
-from pydantic import AnyUrl, Field, field_validator
+from pydantic import Field, field_validator
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from connectome_sse.redaction import redact_url
+from connectome_sse.redis_connect import SentinelSyncRedis, explain_error_sync, sync_client
+from connectome_sse.redis_target import RedisTarget
 from connectome_sse.settings import (
-    ProcessSettings,
+    RedisSettings,
     SettingsError,
     add_setting_flags,
     settings_from_args,
 )
 from connectome_sse.stack.banner import StackView, render
 from connectome_sse.stack.children import Child
-from connectome_sse.stack.embedded_redis import EmbeddedRedis
+from connectome_sse.stack.embedded_redis import packaged_redis
 from connectome_sse.stack.local_redis import LocalRedis, StackError, free_port
 from connectome_sse.stack.supervisor import Supervisor, death_report
 
@@ -48,12 +52,17 @@ READY_TIMEOUT = 60.0
 DEMO_HEALTH_WINDOW = "15"
 
 
-class UpSettings(ProcessSettings):
-    """What ``up`` reads itself; every other setting passes through to the children."""
+class UpSettings(RedisSettings):
+    """What ``up`` reads itself; every other setting passes through to the children.
+
+    The TLS files and sentinel password are checked here and reach the children
+    through the environment they inherit.
+    """
 
     owned_prefixes: ClassVar[tuple[str, ...]] = ()
 
-    redis_url: str | None = Field(
+    # Optional here alone: without it ``up`` starts its own Redis.
+    redis_url: str | None = Field(  # type: ignore[assignment]
         None,
         validation_alias="REDIS_URL",
         description="use this Redis instead of starting one",
@@ -66,14 +75,10 @@ class UpSettings(ProcessSettings):
         1, ge=1, le=64, validation_alias="SSE_WORKERS", description="gateway worker processes"
     )
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", mode="before")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        if AnyUrl(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,14 +133,40 @@ def _claim_port(host: str, port: int) -> int:
     return port
 
 
-def _check_redis(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+def _check_redis(target: RedisTarget) -> tuple[str, int] | None:
+    """PING ``target``; for a Sentinel target, the master's address the sentinels gave."""
+    # One try, as for any start-up check: retries only delay the one line.
+    client = sync_client(
+        target, socket_connect_timeout=3, socket_timeout=3, retry=Retry(NoBackoff(), retries=0)
+    )
     try:
         client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise StackError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+        if isinstance(client, SentinelSyncRedis) and client.owned_sentinel is not None:
+            sentinel = client.owned_sentinel
+            host, port = sentinel.discover_master(str(target.master_name))  # type: ignore[no-untyped-call]
+            return str(host), int(port)
+        return None
+    except (RedisError, OSError) as exc:
+        raise StackError(explain_error_sync(exc, target)) from None
     finally:
         client.close()
+
+
+def _redis_cli(target: RedisTarget, master: tuple[str, int] | None) -> list[str]:
+    """How to reach ``target`` with redis-cli, for the banner (never with its password)."""
+    if master is not None:
+        # redis-cli does not follow sentinels: name the master they report now.
+        host, port = master
+        argv = ["redis-cli", "-h", host, "-p", str(port)]
+    else:
+        argv = ["redis-cli", "-u", redact_url(target.display())]
+    if target.tls:
+        argv.append("--tls")
+        if target.tls_ca_file:
+            argv += ["--cacert", str(target.tls_ca_file)]
+        if target.tls_cert_file and target.tls_key_file:
+            argv += ["--cert", str(target.tls_cert_file), "--key", str(target.tls_key_file)]
+    return argv
 
 
 def _shutdown_grace() -> float:
@@ -181,26 +212,23 @@ def _run(
     port = _claim_port(settings.host, settings.port)
     redis_cli: list[str]
     if settings.redis_url:
-        _check_redis(settings.redis_url)
+        target = settings.redis_target()
+        master = _check_redis(target)
         redis_url = settings.redis_url
-        redis_text = f"Redis at {redact_url(redis_url)} (from REDIS_URL)"
-        redis_cli = ["redis-cli", "-u", redact_url(redis_url)]
+        redis_text = f"Redis at {target.display()} (from REDIS_URL)"
+        redis_cli = _redis_cli(target, master)
     else:
         local = None if args.embedded_redis else LocalRedis.find(workdir, os.environ)
-        if local is not None:
-            _say(f"starting redis-server {local.version}")
-            supervisor.add(local)
-            local.start_and_wait(cancelled=supervisor.stop_requested.is_set)
-            redis_url, redis_text = local.url, local.description
-            redis_cli = ["redis-cli", "-p", str(local.port)]
-        else:
+        if local is None:
             why = "as asked" if args.embedded_redis else "no redis-server on PATH"
-            _say(f"starting the embedded Redis ({why})")
-            embedded = EmbeddedRedis()
-            embedded.start()
-            supervisor.add(embedded)
-            redis_url, redis_text = embedded.url, embedded.description
-            redis_cli = ["redis-cli", "-p", str(embedded.port)]
+            local = packaged_redis(workdir, os.environ)
+            _say(f"starting the packaged {local.name} {local.version} ({why})")
+        else:
+            _say(f"starting redis-server {local.version}")
+        supervisor.add(local)
+        local.start_and_wait(cancelled=supervisor.stop_requested.is_set)
+        redis_url, redis_text = local.url, local.description
+        redis_cli = ["redis-cli", "-p", str(local.port)]
 
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     gateway_argv = [_console_script("sse-gateway"), "--host", settings.host, "--port", str(port)]
@@ -245,6 +273,8 @@ def _run(
         redis_cli=redis_cli,
         processes=[names.get(c.name, f"{c.name} (pid {c.pid})") for c in children],
         log_dir=str(workdir) + ("" if args.log_dir else " (removed when up stops)"),
+        # The gateway inherits SSE_AUTH_SECRET; ready means it accepted the secret.
+        auth=bool(env.get("SSE_AUTH_SECRET")),
     )
     print(render(view), flush=True)
 

@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 from connectome_sse.backoff import Backoff
 from connectome_sse.contract import SIGNALS_STREAM
 from connectome_sse.demo.scenario import DemoScenario, Entry
-from connectome_sse.redaction import redact_url
+from connectome_sse.redis_connect import async_client, describe_error
+from connectome_sse.redis_target import RedisTarget, parse_redis_url
 
 log = logging.getLogger("connectome_sse.demo")
 
@@ -36,9 +37,12 @@ EXPECTED = {
 }
 
 
-def make_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
+def make_client(target: RedisTarget | str) -> aioredis.Redis:
+    """The engine's client; a plain URL string is parsed (without TLS files)."""
+    if isinstance(target, str):
+        target = parse_redis_url(target)
+    return async_client(
+        target,
         socket_timeout=5.0,
         socket_connect_timeout=2.0,
         retry=Retry(NoBackoff(), 0),
@@ -58,10 +62,12 @@ async def write_entries(
 
 async def run_engine(
     scenario: DemoScenario,
-    redis_url: str,
+    redis: RedisTarget | str,
     stop: asyncio.Event,
     *,
-    maxlen: int = 10_000,
+    # Only a safety cap for a stream no publisher trims: the leading publisher trims by time
+    # (XTRIM MINID at the start of the window it still needs), which a count cannot do.
+    maxlen: int = 1_000_000,
     duration: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
@@ -69,7 +75,8 @@ async def run_engine(
 
     Returns the number of entries written.
     """
-    client = make_client(redis_url)
+    target = parse_redis_url(redis) if isinstance(redis, str) else redis
+    client = make_client(target)
     backoff = Backoff(base=0.2, cap=5.0)
     written = 0
     was_stalled = False
@@ -78,7 +85,7 @@ async def run_engine(
         scenario.playthrough_id,
         scenario.config.speed,
         SIGNALS_STREAM,
-        redact_url(redis_url),
+        target.display(),
         maxlen,
     )
     start = clock()
@@ -106,7 +113,11 @@ async def run_engine(
                     backoff.reset()
                 except (RedisError, OSError) as exc:
                     delay = backoff.next_delay()
-                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                    log.warning(
+                        "redis unavailable (%s); retrying in %.1fs",
+                        describe_error(exc, target),
+                        delay,
+                    )
                     await _idle(stop, delay)
                     continue
             step += 1

@@ -16,6 +16,16 @@ class StackView:
     redis_cli: Sequence[str]  # ["redis-cli", "-p", "6380"]
     processes: Sequence[str]  # ["sse-gateway (1 worker, pid 12)", ...]
     log_dir: str
+    auth: bool = False  # SSE_AUTH_SECRET set: streams need a token
+
+
+def auth_line(view: StackView) -> str:
+    if view.auth:
+        return (
+            "on: TOKEN=$(connectome-sse token) then "
+            f'curl -N -H "Authorization: Bearer $TOKEN" {view.base_url}/api/sse'
+        )
+    return "off; to require tokens: export SSE_AUTH_SECRET=$(openssl rand -hex 32), run up again"
 
 
 def render(view: StackView) -> str:
@@ -24,6 +34,7 @@ def render(view: StackView) -> str:
         ("dashboard", f"{view.base_url}/"),
         ("stream", f"curl -N {view.base_url}/api/sse"),
         ("inject", shlex.join(publish)),
+        ("auth", auth_line(view)),
         ("redis", view.redis),
         ("processes", ", ".join(view.processes)),
         ("logs", view.log_dir),

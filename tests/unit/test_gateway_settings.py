@@ -88,3 +88,29 @@ def test_help_lists_flags_mirroring_settings(capsys: pytest.CaptureFixture[str])
         "--host",
     ):
         assert flag in out
+
+
+def test_connection_limits_default_and_follow_the_stream_cap() -> None:
+    s = load_settings(GatewaySettings, {})
+    assert (s.header_timeout, s.client_buffer_bytes) == (10.0, 1024 * 1024)
+    assert s.connection_cap == s.max_connections + 1024
+    s = load_settings(GatewaySettings, {"SSE_LIMIT_CONCURRENCY": "500", "SSE_MAX_CONNECTIONS": "9"})
+    assert s.connection_cap == 500
+    s = load_settings(
+        GatewaySettings, {}, {"header_timeout": "2.5", "client_buffer_bytes": "65536"}
+    )
+    assert (s.header_timeout, s.client_buffer_bytes) == (2.5, 65536)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SSE_HEADER_TIMEOUT": "0"}, "SSE_HEADER_TIMEOUT"),
+        ({"SSE_CLIENT_BUFFER_BYTES": "10"}, "SSE_CLIENT_BUFFER_BYTES"),
+        ({"SSE_LIMIT_CONCURRENCY": "-1"}, "SSE_LIMIT_CONCURRENCY"),
+    ],
+)
+def test_bad_connection_limits_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(GatewaySettings, env)
+    assert named in str(caught.value)

@@ -81,3 +81,25 @@ def test_close_ends_every_stream_and_refuses_new_ones() -> None:
             raise AssertionError("subscribed to a closed hub")
     except HubClosed:
         pass
+
+
+def test_regression_a_subscriber_that_raises_never_stops_the_fan_out() -> None:
+    """Issue 16 item 0: one client's write error ended the relay task for everyone."""
+
+    class Broken:
+        closed = False
+
+        def offer(self, frame: Frame) -> bool:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+        def close(self, final_frame: bytes) -> None:
+            self.closed = True
+
+    hub = Hub()
+    before, broken, after = Recorder(), Broken(), Recorder()
+    with hub.subscription(before), hub.subscription(broken), hub.subscription(after):
+        assert hub.publish("x", Frame(b"1")) == 2
+        assert hub.publish("x", Frame(b"2")) == 2
+        assert len(hub) == 2  # the broken one was dropped, and told to close
+        assert broken.closed
+    assert before.frames == after.frames == [b"1", b"2"]

@@ -114,3 +114,19 @@ def test_too_many_edges_are_refused() -> None:
     edges = json.dumps([EDGE] * 101)
     with pytest.raises(BadSignal):
         parse_signal(entry("pressure", contradiction="0.5", top_edges=edges))
+
+
+def test_top_edges_nested_100000_levels_deep_is_a_bad_value_not_a_crash() -> None:
+    # Regression (issue 16, 6b): json.loads raised RecursionError, counted as "internal".
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(BadSignal) as caught:
+        parse_signal({b"kind": b"pressure", b"contradiction": b"0.5", b"top_edges": deep.encode()})
+    assert caught.value.reason == "bad_value"
+    assert "top_edges" in str(caught.value)
+
+
+def test_an_oversized_top_edges_field_is_refused_before_parsing() -> None:
+    huge = json.dumps([{"from": "a", "to": "b"}] * 20_000)
+    with pytest.raises(BadSignal) as caught:
+        parse_signal({b"kind": b"pressure", b"contradiction": b"0.5", b"top_edges": huge.encode()})
+    assert caught.value.reason == "bad_value"

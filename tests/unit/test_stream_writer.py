@@ -77,10 +77,10 @@ class FakeDirectBody:
         self.paused = False
         self.aborted = False
 
-    def write(self, chunk: bytes) -> bool:
+    def write(self, frame: Frame) -> bool:
         if self.paused:
             return False
-        self.written += chunk
+        self.written += frame.chunk
         return True
 
     def abort(self) -> None:
@@ -120,3 +120,72 @@ async def test_cutting_a_stalled_client_aborts_its_connection() -> None:
     assert direct.aborted
     await client.disconnect()
     await asyncio.wait_for(writer.wait_flushed(), 5)
+
+
+async def test_regression_queued_bytes_are_bounded_not_only_frames() -> None:
+    """Issue 16 item 8: with 1 MiB events, 256 queued frames were 256 MiB per client."""
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1024)
+    writer.release([])
+    client.paused = True
+    assert writer.offer(Frame(b"x" * 600))  # stalls in a flusher
+    assert writer.offer(Frame(b"y" * 600))  # queued: 600 bytes
+    assert not writer.offer(Frame(b"z" * 600))  # 1200 bytes would wait: cut
+    assert writer.cut
+
+
+async def test_one_frame_larger_than_the_byte_bound_is_still_taken() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1024)
+    writer.release([])
+    client.paused = True
+    assert writer.offer(Frame(b"x" * 10))
+    assert writer.offer(Frame(b"y" * 5000))  # alone in the queue: an event is never unsendable
+    assert not writer.cut
+
+
+async def test_regression_frames_held_behind_the_snapshot_do_not_count_against_the_limit() -> None:
+    """Issue 16 item 9: a slow snapshot read must not cut a healthy new client."""
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=2, max_bytes=1 << 20)
+    for seq in range(10):  # the snapshot read is slow: ten events arrive meanwhile
+        assert writer.offer(Frame(b"%d\n\n" % seq))
+    assert not writer.cut
+    writer.release([b"snap\n\n"])
+    assert bytes(client.body) == b"snap\n\n" + b"".join(b"%d\n\n" % n for n in range(10))
+    # Once live, the client's own limit applies again.
+    client.paused = True
+    assert writer.offer(Frame(b"a\n\n"))
+    assert writer.offer(Frame(b"b\n\n"))
+    assert writer.offer(Frame(b"c\n\n"))
+    assert not writer.offer(Frame(b"d\n\n"))
+
+
+async def test_held_frames_are_still_bounded_in_bytes() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=2, max_bytes=1024)
+    assert writer.offer(Frame(b"x" * 600))
+    assert not writer.offer(Frame(b"y" * 600))
+    assert writer.cut
+
+
+async def test_regression_a_write_that_raises_closes_only_this_stream() -> None:
+    """Issue 16 item 0: uvloop raises on a write to a closed transport; it must not escape."""
+
+    class GoneDirectBody(FakeDirectBody):
+        def write(self, frame: Frame) -> bool:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    direct = GoneDirectBody()
+    writer = StreamWriter(client.send, limit=3, direct=direct)
+    writer.release([])
+    assert writer.offer(Frame(b"a\n\n"))  # no exception reaches the caller (the hub)
+    assert writer.closed and not writer.cut
+    assert direct.aborted
+    assert writer.offer(Frame(b"b\n\n"))  # a closed writer takes (and drops) frames

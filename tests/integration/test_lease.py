@@ -1,31 +1,45 @@
-"""The leader lease: acquire, compare-and-renew, local deadline before expiry, fenced publish.
-
-fakeredis (with Lua) stands in for Redis here; the real-Redis behaviour, expiry
-and failover included, is proven in tests/integration/test_publisher_*.
+"""The leader lease on a real redis-server: acquire, compare-and-renew, local deadline before
+expiry, the fenced publish. (Fencing of the group's read/ack/claim: test_publisher_fencing.py.)
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
+import redis.asyncio as aioredis
 
 from connectome_sse.contract import LEADER_KEY
 from health_publisher.lease import LeaderLease
 from tests.support.publisher import FakeClock
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[fakeredis.FakeServer]:
-    yield fakeredis.FakeServer()
+async def server(redis_server: RedisServer) -> AsyncIterator[_Clients]:
+    clients = _Clients(redis_server.url)
+    yield clients
+    for made in clients.made:
+        await made.aclose()
 
 
-def client(server: fakeredis.FakeServer) -> fakeredis.FakeAsyncRedis:
-    return fakeredis.FakeAsyncRedis(server=server)
+class _Clients:
+    """Real clients of the test's redis-server, closed after the test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.made: list[aioredis.Redis] = []
 
 
-async def test_only_one_acquires(server: fakeredis.FakeServer) -> None:
+def client(server: _Clients) -> aioredis.Redis:
+    made = aioredis.Redis.from_url(server.url, socket_timeout=5)
+    server.made.append(made)
+    return made
+
+
+async def test_only_one_acquires(server: _Clients) -> None:
     clock = FakeClock(100.0)
     a = LeaderLease(client(server), "a", 3000, clock=clock)
     b = LeaderLease(client(server), "b", 3000, clock=clock)
@@ -36,7 +50,7 @@ async def test_only_one_acquires(server: fakeredis.FakeServer) -> None:
     assert 2900 <= await client(server).pttl(LEADER_KEY) <= 3000
 
 
-async def test_local_deadline_falls_before_the_key_expires(server: fakeredis.FakeServer) -> None:
+async def test_local_deadline_falls_before_the_key_expires(server: _Clients) -> None:
     clock = FakeClock(100.0)
     lease = LeaderLease(client(server), "a", 3000, clock=clock)
     assert await lease.acquire()
@@ -47,7 +61,7 @@ async def test_local_deadline_falls_before_the_key_expires(server: fakeredis.Fak
     assert not lease.held()
 
 
-async def test_renew_extends_only_our_own_lease(server: fakeredis.FakeServer) -> None:
+async def test_renew_extends_only_our_own_lease(server: _Clients) -> None:
     clock = FakeClock(100.0)
     a = LeaderLease(client(server), "a", 3000, clock=clock)
     b = LeaderLease(client(server), "b", 3000, clock=clock)
@@ -59,7 +73,7 @@ async def test_renew_extends_only_our_own_lease(server: fakeredis.FakeServer) ->
     assert await client(server).get(LEADER_KEY) == b"a"
 
 
-async def test_renew_fails_once_another_holds_it(server: fakeredis.FakeServer) -> None:
+async def test_renew_fails_once_another_holds_it(server: _Clients) -> None:
     a = LeaderLease(client(server), "a", 3000)
     assert await a.acquire()
     await client(server).set(LEADER_KEY, "b")  # a expired and b acquired meanwhile
@@ -67,13 +81,13 @@ async def test_renew_fails_once_another_holds_it(server: fakeredis.FakeServer) -
     assert not a.held()
 
 
-async def test_acquire_recognises_its_own_token(server: fakeredis.FakeServer) -> None:
+async def test_acquire_recognises_its_own_token(server: _Clients) -> None:
     await client(server).set(LEADER_KEY, "a", px=3000)  # our SET went through, its reply did not
     lease = LeaderLease(client(server), "a", 3000)
     assert await lease.acquire()
 
 
-async def test_release_is_compare_and_delete(server: fakeredis.FakeServer) -> None:
+async def test_release_is_compare_and_delete(server: _Clients) -> None:
     a = LeaderLease(client(server), "a", 3000)
     b = LeaderLease(client(server), "b", 3000)
     assert await a.acquire()
@@ -84,7 +98,7 @@ async def test_release_is_compare_and_delete(server: fakeredis.FakeServer) -> No
     assert await b.acquire()
 
 
-async def test_fenced_publish_writes_snapshot_and_channel(server: fakeredis.FakeServer) -> None:
+async def test_fenced_publish_writes_snapshot_and_channel(server: _Clients) -> None:
     redis = client(server)
     pubsub = redis.pubsub()
     await pubsub.subscribe("sse:connectome_health")
@@ -99,7 +113,7 @@ async def test_fenced_publish_writes_snapshot_and_channel(server: fakeredis.Fake
 
 
 async def test_fenced_publish_refuses_a_publisher_that_lost_the_lease(
-    server: fakeredis.FakeServer,
+    server: _Clients,
 ) -> None:
     redis = client(server)
     a = LeaderLease(client(server), "a", 3000)

@@ -1,0 +1,215 @@
+"""How many gateway subscriptions one Redis feeds, and at what cost (issue 10).
+
+``python3 -m bench.redis_fanin [--subscribers 200,1000,5000] [--rates 10,100]``
+
+Starts its own ``redis-server`` on a free loopback port. For each number of
+subscriber connections N (each one ``PSUBSCRIBE sse:*``, as a gateway process
+holds) and each event rate R, it publishes R events per second for
+``--seconds`` and measures:
+
+- the PUBLISH round trip: Redis writes a message into every matching
+  subscriber's output buffer inside the PUBLISH command, so its latency is
+  the fan-out cost Redis pays, and it grows with N;
+- delivery latency on the last-subscribed connections (Redis walks pattern
+  subscribers in subscription order, so the last ones wait longest): publish
+  time (in the payload) to arrival;
+- Redis's CPU seconds per wall second (``INFO cpu``) during the run.
+
+The other subscribers only drain their sockets (no parsing), as a gateway's
+reader would keep up; they all live in this one process, so at large N x R
+the bench client itself can become the bottleneck: the printed client CPU
+says when. Figures are printed as a table; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from connectome_sse.localrun.ports import free_port
+
+SAMPLED = 10  # subscribers, subscribed last, that parse and time every message
+
+
+class Drain(asyncio.Protocol):
+    """A subscriber that reads and discards: PSUBSCRIBE, then drop every byte."""
+
+    def __init__(self, ready: asyncio.Event) -> None:
+        self.ready = ready
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$5\r\nsse:*\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.is_set():
+            self.ready.set()
+        self.received += len(data)
+
+
+@dataclass
+class Result:
+    subscribers: int
+    rate: float
+    published: int
+    publish_p50_ms: float
+    publish_p99_ms: float
+    deliver_p50_ms: float
+    deliver_max_ms: float
+    redis_cpu: float
+    client_cpu: float
+
+
+async def sampled_reader(url: str, latencies: list[float], ready: asyncio.Event) -> None:
+    client = aioredis.Redis.from_url(url)
+    pubsub = client.pubsub()
+    await pubsub.psubscribe("sse:*")
+    ready.set()
+    try:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message and message["type"] == "pmessage":
+                latencies.append(time.time() - float(message["data"]))
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_case(port: int, subscribers: int, rate: float, seconds: float) -> Result:
+    url = f"redis://127.0.0.1:{port}/0"
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.BaseTransport] = []
+    readies = []
+    for _ in range(subscribers - SAMPLED):
+        ready = asyncio.Event()
+        connection = await loop.create_connection(
+            functools.partial(Drain, ready), "127.0.0.1", port
+        )
+        transports.append(connection[0])
+        readies.append(ready)
+    await asyncio.gather(*(r.wait() for r in readies))
+    latencies: list[float] = []
+    sample_ready = [asyncio.Event() for _ in range(SAMPLED)]
+    readers = [asyncio.create_task(sampled_reader(url, latencies, ready)) for ready in sample_ready]
+    await asyncio.gather(*(r.wait() for r in sample_ready))
+    admin = redis.Redis(port=port)
+    publisher = redis.Redis(port=port)
+    round_trips: list[float] = []
+    cpu0, client0, wall0 = redis_cpu(admin), client_cpu(), time.monotonic()
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    published = 0
+    while time.monotonic() - wall0 < seconds:
+        started = time.monotonic()
+        await asyncio.to_thread(publisher.publish, "sse:bench", repr(time.time()))
+        round_trips.append(time.monotonic() - started)
+        published += 1
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.sleep(0.5)  # the last deliveries
+    wall = time.monotonic() - wall0
+    cpu = (redis_cpu(admin) - cpu0) / wall
+    own = (client_cpu() - client0) / wall
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    for each in transports:
+        each.close()
+    admin.close()
+    publisher.close()
+    ms = sorted(x * 1000 for x in round_trips)
+    delivered = sorted(x * 1000 for x in latencies) or [float("nan")]
+    return Result(
+        subscribers,
+        rate,
+        published,
+        statistics.median(ms),
+        ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        statistics.median(delivered),
+        delivered[-1],
+        cpu,
+        own,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.redis_fanin", description=__doc__)
+    parser.add_argument("--subscribers", default="200,1000,5000")
+    parser.add_argument("--rates", default="10,100")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="fanin-")
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--maxclients",
+            "20000",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        print(
+            "| subscribers | events/s | PUBLISH p50 ms | PUBLISH p99 ms | delivery p50 ms "
+            "(last subscribers) | delivery max ms | Redis CPU | bench client CPU |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for n in (int(x) for x in args.subscribers.split(",")):
+            for rate in (float(x) for x in args.rates.split(",")):
+                r = asyncio.run(run_case(port, n, rate, args.seconds))
+                print(
+                    f"| {r.subscribers} | {r.rate:g} | {r.publish_p50_ms:.2f} | "
+                    f"{r.publish_p99_ms:.2f} | {r.deliver_p50_ms:.2f} | {r.deliver_max_ms:.2f} | "
+                    f"{r.redis_cpu:.0%} | {r.client_cpu:.0%} |",
+                    flush=True,
+                )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

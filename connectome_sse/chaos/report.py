@@ -1,0 +1,104 @@
+"""The chaos table (one row per scenario) and its JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from connectome_sse.chaos.runner import Row
+
+HEADER = (
+    "scenario",
+    "fault",
+    "limit",
+    "recovery",
+    "lost",
+    "dups",
+    "never back",
+    "cut",
+    "stale",
+    "peak RSS",
+    "result",
+)
+NOTE = (
+    "limit: recovery = time until every client has fresh health again; lost, dups, "
+    "never back, stale and cut must be 0 unless the limit says otherwise."
+)
+
+
+def limit_text(row: Row) -> str:
+    limits = row.limits
+    parts = []
+    if limits.recovery_s is not None:
+        parts.append(f"recovery <= {limits.recovery_s:g} s")
+    if limits.cut is None:
+        parts.append("cut any")
+    if limits.lost is None:
+        parts.append("lost any")
+    if limits.peak_rss_mib is not None:
+        parts.append(f"RSS <= {limits.peak_rss_mib:.0f} MiB")
+    if limits.rss_growth_mib is not None:
+        parts.append(f"RSS growth <= {limits.rss_growth_mib:g} MiB")
+    return "; ".join(parts)
+
+
+def cells(row: Row) -> list[str]:
+    f = row.figures
+    recovery = "never" if f.recovery_s is None else f"{f.recovery_s:.2f} s"
+    figures = [
+        recovery,
+        str(f.lost),
+        str(f.duplicates + f.reordered),
+        f"{f.never_back}/{f.clients}",
+        str(f.cut),
+        str(f.stale),
+        f"{f.peak_rss_mib:.0f} MiB",
+    ]
+    return [row.name, row.fault, limit_text(row), *figures, row.verdict]
+
+
+def table(rows: Sequence[Row]) -> str:
+    """A Markdown table (readable in a terminal, pasteable into the README)."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    reasons = [
+        f"- {row.name}: {'; '.join(row.reasons + row.figures.examples)}"
+        for row in rows
+        if row.reasons
+    ]
+    extras = [
+        f"- {row.name}: " + ", ".join(f"{k}={v}" for k, v in row.figures.extra.items())
+        for row in rows
+        if row.figures.extra
+    ]
+    out = "\n".join(lines) + "\n\n" + NOTE
+    if extras:
+        out += "\n\n" + "\n".join(extras)
+    if reasons:
+        out += "\n\n" + "\n".join(reasons)
+    return out + "\n"
+
+
+def as_json(rows: Sequence[Row], meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **meta,
+        "rows": [
+            {
+                "scenario": row.name,
+                "fault": row.fault,
+                "limit": limit_text(row),
+                "limits": asdict(row.limits),
+                "figures": asdict(row.figures),
+                "result": row.verdict,
+                "reasons": row.reasons,
+            }
+            for row in rows
+        ],
+    }
+
+
+def write_json(path: Path, rows: Sequence[Row], meta: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(as_json(rows, meta), indent=2) + "\n")

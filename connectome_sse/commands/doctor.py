@@ -1,0 +1,80 @@
+"""`connectome-sse doctor URL`: check an SSE endpoint as a browser sees it, proxies and all.
+
+Opens the gateway's path probe (``GET /api/sse?probe=1``) through whatever
+lies between (nginx, a cloud load balancer, a CDN), watches it for the probes
+and then ``--idle`` seconds, and prints one line per check with its verdict
+and figure (``--json`` for machines). Exit status 1 when a check fails, 2 on
+bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from connectome_sse.doctor.checks import failed, run_checks
+from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, observe, probe_url
+from connectome_sse.doctor.report import json_report, text_report
+
+HELP = "check an SSE endpoint through every proxy in between; exit 1 when a check fails"
+DEFAULT_IDLE_S = 75.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url", metavar="URL", help="the gateway or load balancer, e.g. https://sse.example.com"
+    )
+    parser.add_argument(
+        "--idle",
+        type=_seconds,
+        default=DEFAULT_IDLE_S,
+        metavar="S",
+        help="watch the stream S seconds past the probes, to meet idle timeouts "
+        f"[default {DEFAULT_IDLE_S:g}]",
+    )
+    parser.add_argument("--json", action="store_true", help="the verdicts as JSON")
+    parser.add_argument("--token", metavar="T", help="send Authorization: Bearer T")
+    parser.add_argument("--cookie", metavar="T", help="send the cookie sse_token=T")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's certificate"
+    )
+    tls.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        url = probe_url(args.url)
+    except UsageError as exc:
+        print(f"connectome-sse doctor: {exc}", file=sys.stderr)
+        return 2
+    if args.cacert and not Path(args.cacert).is_file():
+        print(f"connectome-sse doctor: --cacert: no such file {args.cacert!r}", file=sys.stderr)
+        return 2
+    options = Options(
+        idle=args.idle,
+        token=args.token,
+        cookie=args.cookie,
+        insecure=args.insecure,
+        cacert=args.cacert,
+    )
+    if not args.json:
+        seconds = args.idle + PROBE_SPAN
+        print(f"watching {url} for about {seconds:g} s ...", file=sys.stderr, flush=True)
+    observation = asyncio.run(observe(url, options))
+    checks = run_checks(observation)
+    report = json_report if args.json else text_report
+    print(report(observation, checks), flush=True)
+    return 1 if failed(checks) else 0

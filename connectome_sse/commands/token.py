@@ -1,0 +1,79 @@
+"""`connectome-sse token`: print a stream token signed with ``SSE_AUTH_SECRET``.
+
+The secret comes from the environment only, never from a flag: a command
+line is visible to every user of the machine (``ps``) and lands in shell
+history. The token goes to stdout alone, so ``TOKEN=$(connectome-sse token)``
+works; anything else goes to stderr. For ``curl -H "Authorization: Bearer
+$TOKEN"``, ``connectome-sse listen --token "$TOKEN"``, or an ``sse_token``
+cookie while trying things out; applications mint their own (README,
+"Authentication").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from connectome_sse.contract import is_valid_event_name
+from sse_gateway.auth import MIN_SECRET_BYTES, TokenVerifier
+
+HELP = "print a stream token signed with SSE_AUTH_SECRET (--events a,b, --ttl SECONDS, --sub NAME)"
+
+SECRET_ENV = "SSE_AUTH_SECRET"
+DEFAULT_TTL = 3600
+MAX_TTL = 366 * 24 * 3600
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= MAX_TTL:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of seconds, 1..{MAX_TTL}, got {text!r}"
+        )
+    return value
+
+
+def _events(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    bad = [name for name in names if not is_valid_event_name(name)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"invalid event name {bad[0]!r}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--events",
+        type=_events,
+        metavar="a,b",
+        help="event types the token may receive (default: all); an empty list: pings only",
+    )
+    parser.add_argument(
+        "--ttl",
+        type=_ttl,
+        default=DEFAULT_TTL,
+        metavar="SECONDS",
+        help=f"seconds until the token expires; its streams end then [default {DEFAULT_TTL}]",
+    )
+    parser.add_argument("--sub", metavar="NAME", help="who the token is for (logged on connect)")
+
+
+def run(args: argparse.Namespace) -> int:
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        print(f"connectome-sse token: {SECRET_ENV} is not set", file=sys.stderr)
+        return 2
+    key = secret.encode()
+    if len(key) < MIN_SECRET_BYTES:
+        print(
+            f"connectome-sse token: {SECRET_ENV}: must be at least {MIN_SECRET_BYTES} bytes",
+            file=sys.stderr,
+        )
+        return 2
+    token = TokenVerifier(key).mint(ttl=args.ttl, sub=args.sub, events=args.events)
+    print(token)
+    return 0

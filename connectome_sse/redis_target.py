@@ -1,0 +1,275 @@
+"""Which Redis a process talks to: every ``REDIS_URL`` form of SPEC, parsed in one place.
+
+| form                                                         | kind       |
+|--------------------------------------------------------------|------------|
+| ``redis://[[user]:password@]host[:port][/db]``               | ``tcp``    |
+| ``rediss://…``                                               | ``tcp``, TLS |
+| ``unix:///path/to/redis.sock[?db=N][&password=P]``           | ``unix``   |
+| ``redis+sentinel://[[user]:password@]h:p[,h:p…]/master[/db]`` | ``sentinel`` |
+| ``rediss+sentinel://…``                                      | ``sentinel``, TLS |
+
+The URL says where and who; the TLS files and the sentinels' own password
+come from their settings (``REDIS_TLS_CA_FILE``, ``REDIS_TLS_CERT_FILE``,
+``REDIS_TLS_KEY_FILE``, ``REDIS_SENTINEL_PASSWORD``) and are attached with
+:func:`parse_redis_url`'s keywords. With ``rediss+sentinel://`` both the
+sentinels and the master are spoken to over TLS, with the same CA and client
+certificate.
+
+A :class:`RedisTarget` is frozen; its passwords are ``SecretStr`` and
+:meth:`RedisTarget.display` is the only text form meant for logs. A malformed
+URL raises :class:`RedisUrlError`, whose message never contains the password
+(the caller names the setting: ``REDIS_URL: …``).
+
+The parser is strict where redis-py's ``from_url`` is lenient: query
+parameters other than ``db``/``password``/``username`` of a Unix socket URL are
+refused rather than ignored, so that ``?ssl_cert_reqs=none`` can never switch
+certificate checks off and a typo is never a silently ignored knob.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+Kind = Literal["tcp", "unix", "sentinel"]
+Address = tuple[str, int]
+
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+SCHEMES: dict[str, tuple[Kind, bool]] = {
+    "redis": ("tcp", False),
+    "rediss": ("tcp", True),
+    "unix": ("unix", False),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+FORMS = "redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+
+# Sentinel accepts any master name without spaces; we refuse only what cannot be a name.
+_MASTER_NAME = re.compile(r"^[^\s/\\,@?#]{1,200}$")
+_HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+
+
+class RedisUrlError(ValueError):
+    """``REDIS_URL`` is malformed; the message is one line and holds no password."""
+
+
+class RedisTarget(BaseModel):
+    """A parsed ``REDIS_URL`` plus the TLS files and sentinel password that go with it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Kind
+    tls: bool = False
+    # tcp: one address; sentinel: the sentinels' addresses, in the URL's order.
+    addresses: tuple[Address, ...] = ()
+    path: str | None = None  # unix socket
+    master_name: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    sentinel_password: SecretStr | None = None
+
+    @property
+    def is_sentinel(self) -> bool:
+        return self.kind == "sentinel"
+
+    @property
+    def scheme(self) -> str:
+        if self.kind == "unix":
+            return "unix"
+        base = "rediss" if self.tls else "redis"
+        return f"{base}+sentinel" if self.kind == "sentinel" else base
+
+    def display(self) -> str:
+        """The URL with any password shown as ``***``: the form for logs and error lines."""
+        userinfo = ""
+        if self.username is not None or self.password is not None:
+            user = quote(self.username or "", safe="")
+            userinfo = f"{user}:***@" if self.password is not None else f"{user}@"
+        if self.kind == "unix":
+            query = f"?db={self.db}" if self.db else ""
+            return f"unix://{userinfo}{self.path}{query}"
+        hosts = ",".join(_format_address(a) for a in self.addresses)
+        name = f"/{quote(self.master_name or '', safe='')}" if self.is_sentinel else ""
+        return f"{self.scheme}://{userinfo}{hosts}{name}/{self.db}"
+
+    def __str__(self) -> str:
+        return self.display()
+
+
+def parse_redis_url(
+    url: str,
+    *,
+    tls_ca_file: str | Path | None = None,
+    tls_cert_file: str | Path | None = None,
+    tls_key_file: str | Path | None = None,
+    sentinel_password: str | None = None,
+) -> RedisTarget:
+    """``url`` (one of SPEC's forms) and the TLS/sentinel settings as a :class:`RedisTarget`.
+
+    Empty strings for the keyword settings mean "not set". A client certificate
+    needs its key and the reverse. Files are not opened here (see
+    ``connectome_sse.settings.RedisSettings`` for the start-up checks).
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise RedisUrlError(f"not a URL: use {FORMS}")
+    scheme = scheme.lower()
+    if scheme not in SCHEMES:
+        raise RedisUrlError(f"unknown scheme {scheme!r}: use {FORMS}")
+    kind, tls = SCHEMES[scheme]
+    if "#" in rest:
+        raise RedisUrlError("a fragment (#...) has no meaning in a Redis URL")
+    rest, _, query_text = rest.partition("?")
+    query = _query(query_text)
+    if kind == "unix":
+        fields = _parse_unix(rest, query)
+    else:
+        if query:
+            raise RedisUrlError(
+                f"unsupported query parameter {sorted(query)[0]!r} in a {scheme}:// URL "
+                "(TLS files come from REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE)"
+            )
+        fields = _parse_network(kind, rest)
+    cert = _path_or_none(tls_cert_file)
+    key = _path_or_none(tls_key_file)
+    if (cert is None) != (key is None):
+        missing = "REDIS_TLS_KEY_FILE" if key is None else "REDIS_TLS_CERT_FILE"
+        raise RedisUrlError(f"a client certificate needs both files: {missing} is not set")
+    return RedisTarget(
+        kind=kind,
+        tls=tls,
+        tls_ca_file=_path_or_none(tls_ca_file),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        sentinel_password=SecretStr(sentinel_password) if sentinel_password else None,
+        **fields,
+    )
+
+
+def _path_or_none(value: str | Path | None) -> Path | None:
+    if value is None or str(value) == "":
+        return None
+    return Path(value)
+
+
+def _query(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name in query:
+            raise RedisUrlError(f"query parameter {name!r} is given twice")
+        query[name] = value
+    return query
+
+
+def _userinfo(netloc: str) -> tuple[str | None, SecretStr | None, str]:
+    """``user:password@rest`` -> (user, password, rest); percent-escapes decoded."""
+    if "@" not in netloc:
+        return None, None, netloc
+    userinfo, _, rest = netloc.rpartition("@")
+    user_text, has_password, password_text = userinfo.partition(":")
+    user = unquote(user_text) or None
+    password = SecretStr(unquote(password_text)) if has_password and password_text else None
+    return user, password, rest
+
+
+def _parse_db(text: str) -> int:
+    if not text.isdigit():
+        raise RedisUrlError(f"database {text!r} is not a number >= 0")
+    db = int(text)
+    if db > 1_000_000:
+        raise RedisUrlError(f"database {db} is out of range")
+    return db
+
+
+def _parse_address(text: str, default_port: int) -> Address:
+    if not text:
+        raise RedisUrlError("a host is missing")
+    if text.startswith("["):
+        host, bracket, after = text[1:].partition("]")
+        if not bracket or not host or ":" not in host:
+            raise RedisUrlError("a bracketed IPv6 address is malformed")
+        port_text = after[1:] if after.startswith(":") else after
+        if after and not after.startswith(":"):
+            raise RedisUrlError("a bracketed IPv6 address is malformed")
+    else:
+        host, _, port_text = text.partition(":")
+        if not _HOST.match(host):
+            raise RedisUrlError(f"host {host!r} is not a host name or address")
+    if port_text == "":
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RedisUrlError(f"port {port_text!r} is not a number in 1..65535")
+    return host, int(port_text)
+
+
+def _format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _parse_network(kind: Kind, rest: str) -> dict[str, object]:
+    netloc, slash, path = rest.partition("/")
+    user, password, hosts = _userinfo(netloc)
+    if kind == "tcp":
+        if "," in hosts:
+            raise RedisUrlError("several hosts need redis+sentinel://")
+        address = _parse_address(hosts, REDIS_PORT)
+        segments = path.split("/") if slash and path else []
+        if len(segments) > 1:
+            raise RedisUrlError("the path is /<db> only")
+        db = _parse_db(segments[0]) if segments and segments[0] else 0
+        return {"addresses": (address,), "db": db, "username": user, "password": password}
+    addresses = tuple(_parse_address(h, SENTINEL_PORT) for h in hosts.split(","))
+    segments = path.split("/") if slash else []
+    if not segments or not segments[0]:
+        raise RedisUrlError("the master name is missing: redis+sentinel://host:port/<master>")
+    if len(segments) > 2:
+        raise RedisUrlError("the path is /<master-name>[/<db>] only")
+    master = unquote(segments[0])
+    if not _MASTER_NAME.match(master):
+        raise RedisUrlError(f"master name {master!r} is not valid")
+    db = _parse_db(segments[1]) if len(segments) == 2 and segments[1] else 0
+    return {
+        "addresses": addresses,
+        "master_name": master,
+        "db": db,
+        "username": user,
+        "password": password,
+    }
+
+
+def _parse_unix(rest: str, query: dict[str, str]) -> dict[str, object]:
+    # Only what precedes the socket path can be user info: a path may hold an "@".
+    slash = rest.find("/")
+    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    user, password, leftover = _userinfo(netloc)
+    if leftover:
+        raise RedisUrlError("a unix:// URL has no host: unix:///path/redis.sock")
+    unknown = set(query) - {"db", "password", "username"}
+    if unknown:
+        raise RedisUrlError(f"unsupported query parameter {sorted(unknown)[0]!r} in a unix:// URL")
+    if not path.startswith("/") or path == "/":
+        raise RedisUrlError("a unix:// URL needs an absolute socket path: unix:///path/redis.sock")
+    if "password" in query:
+        if password is not None:
+            raise RedisUrlError("the password is given twice (user info and ?password=)")
+        password = SecretStr(query["password"]) if query["password"] else None
+    if "username" in query:
+        if user is not None:
+            raise RedisUrlError("the user is given twice (user info and ?username=)")
+        user = query["username"] or None
+    db = _parse_db(query["db"]) if "db" in query else 0
+    return {"path": unquote(path), "db": db, "username": user, "password": password}

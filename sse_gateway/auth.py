@@ -1,0 +1,285 @@
+"""Who may stream: credentials from a request -> a verified ``Grant``, or an ``AuthError``.
+
+SPEC "Authentication". With ``SSE_AUTH_SECRET`` set, ``/api/sse`` takes one of:
+
+- ``Authorization: Bearer <token>``;
+- ``?ticket=<ticket>``: one-time, minted by ``POST /api/sse/ticket`` and kept in
+  Redis (``sse_gateway.tickets``), for browsers, whose EventSource cannot set
+  headers;
+- the cookie ``sse_token=<token>``.
+
+They are tried in that order and the first one present decides: a bad bearer
+token is a 401 even when a good cookie rides along (falling back would make a
+bad credential look like a working one). The ticket comes before the cookie
+so that a page holding a stale cookie can still stream with a fresh ticket.
+
+A token is a JWT signed HS256 with the secret. The checks, each a 401 with a
+JSON body and ``WWW-Authenticate: Bearer``: size (before any decoding: a
+token is a header or cookie value, and an oversized one is refused before it
+costs a base64 or JSON parse), signature, algorithm (only HS256 is listed, so
+``alg: none`` and an RS256 header carrying the secret as a "public key" are
+refused by the library), ``exp`` required and in the future, ``nbf`` if
+present, ``aud`` absent (we are no audience; a token minted for another
+service is not ours), ``sub`` a string if present, ``events`` a list of valid
+event names if present. ``iat`` is informational: PyJWT would refuse a token
+whose ``iat`` is a second ahead of our clock, and clock skew between the app
+that mints and the gateway must not lock users out.
+
+The module knows nothing of Redis or of the route: tickets come through the
+``TicketTaker`` protocol, and the route turns an ``AuthError`` into a response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs, parse_qsl, urlencode
+
+import jwt
+from starlette.requests import cookie_parser
+
+from connectome_sse.contract import is_valid_event_name
+
+ALGORITHM = "HS256"
+COOKIE_NAME = "sse_token"
+TICKET_PARAM = "ticket"
+MIN_SECRET_BYTES = 32
+# A JWT naming 64 event types of 64 characters is about 6 KiB; nothing legitimate
+# comes close to this, and the check runs before any decoding.
+MAX_TOKEN_BYTES = 8192
+# A ticket is token_urlsafe(32) (43 characters); this only bounds what we hash.
+MAX_TICKET_CHARS = 256
+MAX_GRANTED_EVENTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What verified credentials allow: ``events`` None means every event type."""
+
+    sub: str | None
+    events: frozenset[str] | None
+    exp: float  # unix seconds; the stream ends then
+
+    def to_json(self) -> dict[str, Any]:
+        events = sorted(self.events) if self.events is not None else None
+        return {"sub": self.sub, "events": events, "exp": self.exp}
+
+    @classmethod
+    def from_json(cls, data: object) -> Grant:
+        """The inverse of ``to_json``; raises ValueError on anything else."""
+        if not isinstance(data, dict):
+            raise ValueError("grant is not an object")
+        sub, events, exp = data.get("sub"), data.get("events"), data.get("exp")
+        if sub is not None and not isinstance(sub, str):
+            raise ValueError("grant sub is not a string")
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise ValueError("grant exp is not a number")
+        return cls(sub, events_claim(events), float(exp))
+
+
+class AuthError(Exception):
+    """A refusal: ``status`` (401 or 403) and a message for the JSON body."""
+
+    def __init__(self, status: int, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.missing = missing  # no credentials at all, rather than bad ones
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.status != 401:
+            return {}
+        # RFC 6750: the scheme; an error code only when credentials came and were bad.
+        if self.missing:
+            return {"WWW-Authenticate": 'Bearer realm="sse"'}
+        return {"WWW-Authenticate": f'Bearer realm="sse", error="{self.error_code}"'}
+
+    @property
+    def error_code(self) -> str:
+        return "invalid_token" if self.status == 401 else "insufficient_scope"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "status": self.status}
+
+
+def unauthorized(message: str, missing: bool = False) -> AuthError:
+    return AuthError(401, message, missing)
+
+
+def events_claim(value: object) -> frozenset[str] | None:
+    """The ``events`` claim: absent/null (everything) or a list of event names."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError("'events' must be a list of event names")
+    if len(value) > MAX_GRANTED_EVENTS:
+        raise ValueError(f"'events' lists more than {MAX_GRANTED_EVENTS} event types")
+    bad = [name for name in value if not is_valid_event_name(name)]
+    if bad:
+        raise ValueError("'events' holds a name that is not an event name")
+    return frozenset(value)
+
+
+class TokenVerifier:
+    """HS256 tokens signed with one secret."""
+
+    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+        self.clock = clock
+
+    def verify(self, token: str) -> Grant:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise unauthorized(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp"], "verify_iat": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token expired") from None
+        except jwt.MissingRequiredClaimError:
+            raise unauthorized("token has no 'exp' claim") from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized("token signature does not verify") from None
+        except jwt.InvalidAlgorithmError:
+            raise unauthorized(f"token algorithm is not {ALGORITHM}") from None
+        except jwt.InvalidTokenError as exc:
+            # The library's messages name the claim, never echo the token.
+            raise unauthorized(f"invalid token: {exc}") from None
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise unauthorized("token 'exp' is not a number")
+        if exp <= self.clock():  # the library's own check, on our clock too
+            raise unauthorized("token expired")
+        sub = claims.get("sub")
+        try:
+            events = events_claim(claims.get("events"))
+        except ValueError as exc:
+            raise unauthorized(f"invalid token: {exc}") from None
+        return Grant(sub if isinstance(sub, str) else None, events, float(exp))
+
+    def mint(
+        self, *, ttl: float, sub: str | None = None, events: Iterable[str] | None = None
+    ) -> str:
+        """A token valid for ``ttl`` seconds (``connectome-sse token``, tests)."""
+        now = self.clock()
+        claims: dict[str, Any] = {"iat": int(now), "exp": int(now + ttl)}
+        if sub is not None:
+            claims["sub"] = sub
+        if events is not None:
+            claims["events"] = sorted(set(events))
+            events_claim(claims["events"])  # refuse what verify() would refuse
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+
+def authorize_events(grant: Grant, requested: frozenset[str] | None) -> frozenset[str] | None:
+    """The events a stream gets: ``?events=`` within the grant (403 outside), else the grant's."""
+    if grant.events is None:
+        return requested
+    if requested is None:
+        return grant.events
+    outside = sorted(requested - grant.events)
+    if outside:
+        raise AuthError(403, f"the token does not grant event type {outside[0]!r}")
+    return requested
+
+
+class TicketTaker(Protocol):
+    async def take(self, ticket: str) -> Grant | None:
+        """The grant of ``ticket`` if it exists and was not taken; it is then gone everywhere."""
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+
+
+def bearer_token(scope: Mapping[str, Any]) -> str | None:
+    """The ``Authorization: Bearer`` token; None without the header; 401 when malformed."""
+    values = _header(scope, b"authorization")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise unauthorized("more than one Authorization header")
+    scheme, _, token = values[0].strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("Authorization must be 'Bearer <token>'")
+    return token
+
+
+def cookie_token(scope: Mapping[str, Any]) -> str | None:
+    # HTTP/2 may split cookies over several headers; they join with "; ".
+    header = "; ".join(_header(scope, b"cookie"))
+    if not header:
+        return None
+    token: str | None = cookie_parser(header).get(COOKIE_NAME)
+    return token or None
+
+
+def ticket_value(scope: Mapping[str, Any]) -> str | None:
+    query: bytes = scope.get("query_string", b"")
+    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get(TICKET_PARAM)
+    if values is None:
+        return None
+    if len(values) != 1 or not values[0] or len(values[0]) > MAX_TICKET_CHARS:
+        raise unauthorized("invalid ticket")
+    return values[0]
+
+
+class Authenticator:
+    """The route's one question: may this request stream, and what?"""
+
+    def __init__(self, verifier: TokenVerifier, tickets: TicketTaker) -> None:
+        self.verifier = verifier
+        self.tickets = tickets
+
+    def token_grant(self, scope: Mapping[str, Any]) -> Grant:
+        """From the bearer header or the cookie (what ``POST /api/sse/ticket`` takes)."""
+        token = bearer_token(scope)
+        if token is None:
+            token = cookie_token(scope)
+        if token is None:
+            raise unauthorized(
+                f"credentials needed: Authorization: Bearer <token> or the {COOKIE_NAME} cookie",
+                missing=True,
+            )
+        return self.verifier.verify(token)
+
+    async def stream_grant(self, scope: Mapping[str, Any]) -> Grant:
+        """From the bearer header, a ticket or the cookie, in that order."""
+        token = bearer_token(scope)
+        if token is not None:
+            return self.verifier.verify(token)
+        ticket = ticket_value(scope)
+        if ticket is not None:
+            grant = await self.tickets.take(ticket)
+            if grant is None:
+                raise unauthorized("ticket unknown, expired or already used")
+            if grant.exp <= self.verifier.clock():
+                raise unauthorized("the ticket's token has expired")
+            return grant
+        token = cookie_token(scope)
+        if token is not None:
+            return self.verifier.verify(token)
+        raise unauthorized(
+            f"credentials needed: Authorization: Bearer <token>, ?{TICKET_PARAM}= "
+            f"(POST /api/sse/ticket) or the {COOKIE_NAME} cookie",
+            missing=True,
+        )
+
+
+def redacted_query(query_string: bytes) -> str:
+    """A query string fit for logs: every ``ticket`` value replaced by ``***``.
+
+    Parsed rather than pattern-matched, so ``tick%65t=`` (which the parser
+    decodes to ``ticket``) is caught too.
+    """
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "***" if k == TICKET_PARAM else v) for k, v in pairs], safe=",*")

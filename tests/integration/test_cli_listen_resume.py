@@ -1,0 +1,56 @@
+"""`connectome-sse listen` shows ids and resync, and resumes with Last-Event-ID (issue 11)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sse_gateway.history import event_id
+from tests.conftest import StartGateway
+from tests.support.processes import ManagedProcess, console_script
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_for
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[ManagedProcess]]:
+    started: list[ManagedProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def listen(tmp_path: Path, started: list[ManagedProcess], *args: str) -> ManagedProcess:
+    name = f"listen-{len(started)}.log"
+    command = console_script("connectome-sse", "listen", "--color", "never", *args)
+    proc = ManagedProcess(command, tmp_path / name)
+    started.append(proc.start())
+    wait_for(lambda: "connected to" in proc.log(), timeout=30, what=f"listen to connect\n{name}")
+    return proc
+
+
+def test_listen_shows_ids_resumes_after_a_given_id_and_shows_resync(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    start_gateway: StartGateway,
+    listeners: list[ManagedProcess],
+) -> None:
+    gateway = start_gateway(redis_server.url).wait_ready()
+    with redis_server.client() as redis:
+        # Relayed while nobody listened: only a resume can bring them.
+        wait_for(lambda: gateway.metric("sse_open_streams") == 0, what="no streams")
+        for n in range(3):
+            redis.publish("sse:seq", f"missed {n}")
+        wait_for(lambda: gateway.metric("sse_events_relayed_total") >= 3, what="relayed")
+        first = event_id("seq", b"missed 0")
+        url = gateway.url + "/api/sse?events=seq"
+        resumed = listen(tmp_path, listeners, url, "--last-event-id", first)
+        wait_for(lambda: "missed 2" in resumed.log(), what="the replay")
+        log = resumed.log()
+        assert f"resuming after id {first}" in log
+        assert "missed 0" not in log and "resync" not in log
+        assert f"id={event_id('seq', b'missed 1')}" in log
+        unknown = listen(tmp_path, listeners, url, "--last-event-id", "0000000000000000")
+        wait_for(lambda: "resync (unknown_id)" in unknown.log(), what="resync shown")

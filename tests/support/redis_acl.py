@@ -1,0 +1,128 @@
+"""The minimal ACL rule of each process (README "Redis ACL users"), and making the users.
+
+Each rule starts from nothing (``resetkeys resetchannels -@all``) and allows
+exactly the commands, keys and channels the process's code sends, read from
+the code:
+
+- ``cli_publish``: ``connectome-sse publish`` = MULTI, SET ``sse:last:<event>``,
+  PUBLISH ``sse:<event>``, EXEC (``connectome_sse/publishing.py``).
+- ``gateway``: PSUBSCRIBE ``sse:*`` (and PUNSUBSCRIBE when it closes), PING
+  (watchdog), SCAN + MGET/GET ``sse:last:*`` (snapshots, read only: ``%R~``),
+  CLIENT SETNAME (its clients are named), and its liveness round trip:
+  SUBSCRIBE (UNSUBSCRIBE on close) and PUBLISH on its private channel
+  ``connectome:gateway:probe:<host>-<pid>-<random>`` (sse_gateway/redis_source.py).
+- ``gateway_auth``: the gateway with authentication on (``SSE_AUTH_SECRET``):
+  the above, and its ticket store's SET (with PX and NX) and GETDEL on
+  ``sse:ticket:*`` (sse_gateway/tickets.py). SET is granted on those keys
+  only: ``sse:last:*`` stays read only.
+- ``demo_engine``: XADD on ``connectome:signals`` (pipelined, no MULTI) and
+  CLIENT SETNAME.
+- ``publisher``: the consumer group on ``connectome:signals`` (XGROUP CREATE
+  with MKSTREAM; inside its fenced scripts XREADGROUP, XPENDING + XCLAIM, XACK,
+  XTRIM MINID, XINFO CONSUMERS, XGROUP DELCONSUMER, XRANGE/XREVRANGE, EXISTS;
+  outside them a plain XREAD BLOCK that only waits), XINFO GROUPS, TIME,
+  SET/GET on the lease and checkpoint (``connectome:publisher:*``), the Lua
+  scripts (EVALSHA, EVAL; inside them GET, PEXPIRE, DEL, SET, PUBLISH run as
+  the same user), SET ``sse:last:*`` and PUBLISH ``sse:*``, PING, CLIENT
+  SETNAME. Its fenced publish script names the channel among its KEYS, so
+  today it needs key access to ``sse:*``, not only ``sse:last:*``.
+
+AUTH and HELLO need no permission. redis-py's ``CLIENT SETINFO`` on connect is
+allowed to fail. A non-zero database in the URL needs ``+select`` too. ACL
+users are per node: with Sentinel, create them on every master and replica
+(``ACL SAVE`` with an ``aclfile``, or the same ``user`` lines in every config).
+"""
+
+from __future__ import annotations
+
+import redis
+
+GATEWAY_PROBE_CHANNELS = "&connectome:gateway:probe:*"
+GATEWAY = (
+    "+psubscribe",
+    "+punsubscribe",
+    "+subscribe",
+    "+unsubscribe",
+    "+ping",
+    "+scan",
+    "+mget",
+    "+get",
+    "+client|setname",
+    "+publish",
+    "%R~sse:last:*",  # %R: read only (Redis >= 7.0)
+    "&sse:*",
+    GATEWAY_PROBE_CHANNELS,
+)
+
+RULES: dict[str, tuple[str, ...]] = {
+    "cli_publish": (
+        "+multi",
+        "+exec",
+        "+set",
+        "+publish",
+        "~sse:last:*",
+        "&sse:*",
+    ),
+    "gateway": GATEWAY,
+    "gateway_auth": (*GATEWAY, "+set", "+getdel", "~sse:ticket:*"),
+    "demo_engine": (
+        "+xadd",
+        "+client|setname",
+        "~connectome:signals",
+    ),
+    "publisher": (
+        "+ping",
+        "+client|setname",
+        "+time",
+        "+xgroup|create",
+        "+xreadgroup",
+        "+xread",
+        "+xpending",
+        "+xclaim",
+        "+xack",
+        "+xinfo|groups",
+        "+xinfo|consumers",
+        "+xgroup|delconsumer",
+        "+xrange",
+        "+xrevrange",
+        "+xtrim",
+        "+exists",
+        "+get",
+        "+set",
+        "+pexpire",
+        "+del",
+        "+eval",
+        "+evalsha",
+        "+script|load",
+        "+publish",
+        "~connectome:signals",
+        "~connectome:publisher:*",
+        # Not just ~sse:last:*: FENCED_PUBLISH_LUA (health_publisher/lease.py) passes the
+        # channel in KEYS, so Redis checks sse:<event> as a key. Narrow this to
+        # ~sse:last:* once the script takes the channel as an ARGV.
+        "~sse:*",
+        "&sse:*",
+    ),
+}
+
+
+def acl_line(process: str, password: str) -> str:
+    """The rule as one ``ACL SETUSER <name> …`` argument string (for the README)."""
+    return " ".join(("on", f">{password}", "resetkeys", "resetchannels", "-@all", *RULES[process]))
+
+
+def make_user(admin: redis.Redis, name: str, password: str, rule: tuple[str, ...] | str) -> None:
+    """``ACL SETUSER name`` from scratch with ``rule`` (a process name or explicit tokens)."""
+    tokens = RULES[rule] if isinstance(rule, str) else rule
+    admin.execute_command("ACL", "SETUSER", name, "reset")  # type: ignore[no-untyped-call]
+    admin.execute_command(  # type: ignore[no-untyped-call]
+        "ACL",
+        "SETUSER",
+        name,
+        "on",
+        f">{password}",
+        "resetkeys",
+        "resetchannels",
+        "-@all",
+        *tokens,
+    )

@@ -1,0 +1,55 @@
+"""`connectome-sse chaos` refuses what it cannot run in one line, before starting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectome_sse.cli import build_parser, main
+from connectome_sse.commands.chaos import chosen
+from connectome_sse.localrun.nginx import TemplateNotFound, find_template
+
+
+def test_an_unknown_scenario_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chaos", "redis-kill", "no-such-fault"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-fault" in err[0] and "redis-kill" in err[0]
+
+
+def test_a_bad_setting_stops_it_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SSE_RETRY_MS", "soon")
+    assert main(["chaos", "redis-kill"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SSE_RETRY_MS" in err[0]
+
+
+def test_a_missing_nginx_template_is_said_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nginx.conf.template"
+    assert main(["chaos", "redis-kill", "--nginx-template", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "editable install" in err
+    with pytest.raises(TemplateNotFound):
+        find_template(missing)
+
+
+def test_the_repository_template_is_found_from_the_editable_install() -> None:
+    assert find_template().name == "nginx.conf.template"
+
+
+def test_default_is_every_scenario_but_the_soak_and_the_storm_takes_its_own_count() -> None:
+    args = build_parser().parse_args(["chaos", "--storm-clients", "123"])
+    scenarios, soak = chosen(args)
+    assert not soak
+    names = [s.name for s in scenarios]
+    assert "redis-kill" in names and "sentinel-failover" in names and "storm" in names
+    (storm,) = [s for s in scenarios if s.name == "storm"]
+    assert storm.clients == 123
+    _, soak = chosen(build_parser().parse_args(["chaos", "--soak"]))
+    assert soak
+    only, soak = chosen(build_parser().parse_args(["chaos", "soak"]))
+    assert only == [] and soak
