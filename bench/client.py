@@ -75,6 +75,7 @@ class WorkerConfig:
     max_life_s: float
     recv_bytes: int = 65536
     source: str | None = None  # loopback address to connect from; None: the kernel's choice
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers (a bearer token)
 
 
 class WorkerState:
@@ -84,7 +85,9 @@ class WorkerState:
         self.cfg = cfg
         self.request = (
             f"GET {cfg.path} HTTP/1.1\r\nHost: {cfg.host}:{cfg.port}\r\n"
-            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in cfg.headers)
+            + "\r\n"
         ).encode()
         self.feed_cache = FeedCache()
         self.run_id = cfg.run_id  # both change with each ("measure", ...) command

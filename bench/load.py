@@ -126,6 +126,7 @@ class ClientFleet:
                 storm_timeout_s=opts.storm_timeout_s,
                 max_life_s=900.0,
                 source=f"127.0.0.{1 + k}",
+                headers=system.headers,
             )
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(cfg, theirs), daemon=True)

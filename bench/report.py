@@ -15,7 +15,8 @@ from typing import Any
 from bench.stats import median, ratio
 
 SYSTEM_ORDER = (
-    "nchan", "nchan-4w", "gateway-1w", "gateway-2w", "gateway-2w-before", "gateway-4w",
+    "nchan", "nchan-4w", "gateway-1w", "gateway-2w", "gateway-2w-auth", "gateway-2w-before",
+    "gateway-4w",
     "gateway-4w-before", "naive-1w", "naive-2w",
 )  # fmt: skip
 NUMERIC_MEDIAN = (
@@ -190,6 +191,35 @@ def before_after_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+AUTH_COST = (
+    ("connect p50 ms", "connect_ms_p50", 1),
+    ("connect p99 ms", "connect_ms_p99", 1),
+    ("storm s", "storm_s", 2),
+    ("server CPU %", "server_cpu_pct", 0),
+    ("fan-out p99 ms", "lat_ms_p99", 1),
+)
+
+
+def auth_table(rows: list[dict[str, Any]]) -> str:
+    """Each gateway beside its `-auth` run in the same scenario: without -> with (ratio)."""
+    head = " | ".join(label for label, _, _ in AUTH_COST)
+    lines = [f"| scen | system | {head} |", "|---|---|" + "---:|" * len(AUTH_COST)]
+    for scen, systems in sorted(_by_scenario(rows).items()):
+        for name in sorted(systems, key=_key):
+            with_auth = systems.get(f"{name}-auth")
+            if with_auth is None:
+                continue
+            without = systems[name]
+            cells = []
+            for _, key, d in AUTH_COST:
+                x = ratio(with_auth.get(key), without.get(key))
+                cells.append(
+                    f"{_f(without.get(key), d)} -> {_f(with_auth.get(key), d)} ({_f(x, 2)}x)"
+                )
+            lines.append(f"| {scen} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:
     """Issue 15's targets for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
     by_scen = _by_scenario(rows)
@@ -254,7 +284,7 @@ def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]
 def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
     rows = aggregate(results)
     parts = [main_table(rows), "", ratio_table(rows)]
-    for extra in (ceiling_table(rows), before_after_table(rows)):
+    for extra in (ceiling_table(rows), before_after_table(rows), auth_table(rows)):
         if extra:
             parts += ["", extra]
     if any(r["system"] == system for r in rows):

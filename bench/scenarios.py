@@ -16,6 +16,10 @@ on average), not 2 (25,000 a worker: over the limit) or 3 (16,700: within
 g is the ceiling: 2,000 streams, the publish rate raised step by step
 (`ceiling_rates`, `step_s` seconds each) until a step's fan-out p99 passes
 `ceiling_p99_ms` or a delivery is lost (`bench.load.measure_ceiling`).
+
+e also runs `gateway-2w-auth`: the same gateway with `SSE_AUTH_SECRET` set,
+every stream presenting a bearer token, for the cost of authentication where
+it is paid, on connect.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ STANDARD_SYSTEMS = ("nchan", "gateway-1w", "gateway-2w", "naive-2w")
 # Systems with "-before" run the gateway of an older commit (`--before`) beside this one.
 BEFORE_SYSTEMS = ("gateway-2w-before",)
 WIDE_SYSTEMS = ("nchan-4w", "gateway-4w", "gateway-4w-before")  # f: 50,000 streams
-ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w")
+# Authentication on, a bearer token on every stream: its cost on the connect path (e).
+AUTH_SYSTEMS = ("gateway-2w-auth",)
+ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w", *AUTH_SYSTEMS)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ SCENARIOS: dict[str, Scenario] = {
             5000,
             10,
             5.0,
+            systems=(*STANDARD_SYSTEMS, *BEFORE_SYSTEMS, *AUTH_SYSTEMS),
             storm=True,
         ),
         Scenario(

@@ -211,6 +211,7 @@ class RunningSystem:
     proc: ServerProcess
     publisher: Callable[[], Publisher]  # called inside the publishing event loop
     cleanup: Callable[[], None] | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every stream request
 
     @property
     def sse_path(self) -> str:
@@ -227,26 +228,30 @@ class RunningSystem:
 
 
 BEFORE_SUFFIX = "-before"
+# A gateway with authentication on; every load-client stream presents a bearer token.
+AUTH_SUFFIX = "-auth"
 
 
 def parse_system(name: str) -> tuple[str, int]:
     """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2).
 
     'gateway-2w-before' -> ('gateway-before', 2): the gateway of the `--before` commit.
+    'gateway-2w-auth' -> ('gateway-auth', 2): authentication on, a bearer token per stream.
     """
     if name in ("nchan", "naive"):
         return name, 2
-    kind, _, workers = name.removesuffix(BEFORE_SUFFIX).partition("-")
+    suffix = next((x for x in (BEFORE_SUFFIX, AUTH_SUFFIX) if name.endswith(x)), "")
+    kind, _, workers = name.removesuffix(suffix).partition("-")
     known = kind in ("gateway", "naive", "nchan")
     if known and workers.endswith("w") and workers[:-1].isdigit():
-        if name.endswith(BEFORE_SUFFIX):
+        if suffix:
             if kind != "gateway":
-                raise ValueError(f"{name!r}: only the gateway has a -before system")
-            kind += BEFORE_SUFFIX
+                raise ValueError(f"{name!r}: only the gateway has a {suffix} system")
+            kind += suffix
         return kind, int(workers[:-1])
     raise ValueError(
         f"unknown system {name!r} (nchan, nchan-<N>w, gateway-<N>w, gateway-<N>w-before, "
-        "naive, naive-<N>w)"
+        "gateway-<N>w-auth, naive, naive-<N>w)"
     )
 
 
@@ -254,8 +259,8 @@ def canonical_name(name: str) -> str:
     kind, workers = parse_system(name)
     if kind == "nchan" and workers == 2:
         return "nchan"
-    base = kind.removesuffix(BEFORE_SUFFIX)
-    return f"{base}-{workers}w" + (BEFORE_SUFFIX if kind != base else "")
+    base = kind.partition("-")[0]
+    return f"{base}-{workers}w" + kind[len(base) :]
 
 
 def gateway_available() -> bool:
@@ -285,6 +290,7 @@ def start_system(
     if kind == "nchan":
         return _start_nchan(name, port, workers, ready_timeout_s)
     env = {"REDIS_URL": redis_server.url}
+    headers: tuple[tuple[str, str], ...] = ()
     cwd = REPO_DIR
     if kind.startswith("gateway"):
         command = [_console_script("sse-gateway")]
@@ -309,6 +315,8 @@ def start_system(
         # Every event counts (Nchan delivers every one): no latest-only conflation of
         # the measured type, which the product applies to connectome_health by default.
         env["SSE_LATEST_ONLY"] = ""
+        if kind.endswith(AUTH_SUFFIX):
+            env["SSE_AUTH_SECRET"], headers = _auth()
         ready_path = "/readyz"
     else:
         args = [
@@ -326,7 +334,22 @@ def start_system(
     except BaseException:
         proc.stop()
         raise
-    return RunningSystem(name, port, proc, lambda: RedisPublisher(redis_server.url, CHANNEL))
+    publisher = lambda: RedisPublisher(redis_server.url, CHANNEL)  # noqa: E731
+    return RunningSystem(name, port, proc, publisher, headers=headers)
+
+
+def _auth() -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A fresh secret, and the header that presents a token of it as an application would
+    mint one: an hour's life, narrowed to the measured event type (the claim is checked)."""
+    import secrets
+
+    from sse_gateway.auth import TokenVerifier
+
+    secret = secrets.token_urlsafe(48)
+    token = TokenVerifier(secret.encode()).mint(
+        ttl=3600, sub="bench", events=[CHANNEL.removeprefix("sse:")]
+    )
+    return secret, (("Authorization", f"Bearer {token}"),)
 
 
 def _start_nchan(name: str, port: int, workers: int, ready_timeout_s: float) -> RunningSystem:

@@ -142,6 +142,33 @@ def test_system_names_of_f_and_before_runs() -> None:
     assert parse_system("nchan-4w") == ("nchan", 4)
     assert parse_system("gateway-2w-before") == ("gateway-before", 2)
     assert canonical_name("gateway-4w-before") == "gateway-4w-before"
+    assert parse_system("gateway-2w-auth") == ("gateway-auth", 2)
+    assert canonical_name("gateway-2w-auth") == "gateway-2w-auth"
+    with pytest.raises(ValueError, match="only the gateway"):
+        parse_system("nchan-2w-auth")
+
+
+def test_the_auth_table_sets_each_gateway_beside_its_auth_run() -> None:
+    text = render(
+        [
+            result("e", "nchan", storm_s=1.0),
+            result("e", "gateway-2w", connect_ms_p50=20.0, connect_ms_p99=50.0, storm_s=2.0),
+            result("e", "gateway-2w-auth", connect_ms_p50=22.0, connect_ms_p99=60.0, storm_s=2.2),
+        ]
+    )
+    assert "| e | gateway-2w | 20.0 -> 22.0 (1.10x) | 50.0 -> 60.0 (1.20x) | 2.00 -> 2.20" in text
+
+
+def test_a_bearer_token_goes_into_every_stream_request() -> None:
+    from bench.client import WorkerConfig, WorkerState
+
+    cfg = WorkerConfig(
+        host="127.0.0.1", port=1, path="/api/sse", clients=1, expected=1, run_id="r",
+        event_type="connectome_health", ramp_concurrency=1, connect_timeout_s=1.0,
+        storm_timeout_s=1.0, max_life_s=1.0, headers=(("Authorization", "Bearer t"),),
+    )  # fmt: skip
+    request = WorkerState(cfg).request
+    assert request.endswith(b"Cache-Control: no-cache\r\nAuthorization: Bearer t\r\n\r\n")
 
 
 def test_a_ceiling_step_fails_on_p99_loss_or_a_late_publisher() -> None:
