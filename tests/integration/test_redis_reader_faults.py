@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,7 +20,7 @@ import redis
 from sse_gateway.framing import Frame
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
-from sse_gateway.redis_source import RedisSource
+from sse_gateway.redis_source import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_KEYS, RedisSource
 from sse_gateway.relay import Relay
 from tests.support.redis_server import RedisServer
 from tests.support.sse_clients import until
@@ -254,3 +255,30 @@ async def test_regression_snapshot_scan_uses_few_round_trips(redis_server: Redis
         scans = redis_client.info("commandstats")["cmdstat_scan"]["calls"]
     # SCAN without COUNT looks at ~10 keys per call: 5,000 round trips here.
     assert scans <= 100, scans
+
+
+async def test_regression_a_snapshot_read_is_capped_in_keys_and_in_bytes(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = RedisSource(redis_server.url)
+    try:
+        with redis_server.client() as redis_client:
+            extra = 50
+            redis_client.mset({f"sse:last:k{n}": "1" for n in range(MAX_SNAPSHOT_KEYS + extra)})
+            with caplog.at_level(logging.WARNING, logger="sse_gateway.redis"):
+                snapshots = await source.read_snapshots()
+            assert len(snapshots) == MAX_SNAPSHOT_KEYS
+            assert f"more than {MAX_SNAPSHOT_KEYS} snapshot keys" in caplog.text
+            redis_client.flushall()
+            mib = 1 << 20
+            count = MAX_SNAPSHOT_BYTES // mib + 6
+            for n in range(count):
+                redis_client.set(f"sse:last:big{n}", b"x" * mib)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="sse_gateway.redis"):
+                snapshots = await source.read_snapshots()
+            # Whole snapshots up to the byte bound, none past it, and the cut is logged.
+            assert len(snapshots) == MAX_SNAPSHOT_BYTES // mib
+            assert f"larger than {MAX_SNAPSHOT_BYTES} bytes" in caplog.text
+    finally:
+        await source.aclose()

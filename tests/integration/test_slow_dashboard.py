@@ -102,3 +102,26 @@ async def test_a_client_that_takes_no_bytes_is_cut_after_the_send_timeout(
         assert gateway.metric("sse_events_conflated_total") > 0
     finally:
         sock.close()
+
+
+async def test_regression_a_stalled_client_of_large_events_is_cut_by_bytes_not_frames(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    # Issue 16, item 8, through a real process: with the default SSE_CLIENT_BUFFER_BYTES
+    # (1 MiB), 1 MB events cut a client that reads nothing after a few of them. Bounded
+    # by frames alone (SSE_CLIENT_BUFFER, 256), it would hold all 60 MB and stay open.
+    gateway = start_gateway(redis_server.url).wait_ready()
+    redis = redis_server.client()
+    sock = stalled_client(gateway.port, "/api/sse?events=bulk")
+    try:
+        await until(lambda: gateway.metric("sse_open_streams") == 1, what="subscribed")
+        before = rss_kb(gateway.pid)
+        body = "y" * 1_000_000
+        for _ in range(60):
+            redis.publish("sse:bulk", body)
+        await until(lambda: gateway.metric("sse_slow_clients_cut_total") == 1, what="the cut")
+        await until(lambda: gateway.metric("sse_open_streams") == 0, what="its stream closed")
+        grown_mb = (rss_kb(gateway.pid) - before) / 1024
+        assert grown_mb < 30, f"gateway grew {grown_mb:.1f} MB for one stalled client"
+    finally:
+        sock.close()
