@@ -39,7 +39,7 @@ import concurrent.futures
 import contextlib
 import re
 import ssl
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
@@ -340,12 +340,47 @@ async def startup_problem(target: RedisTarget) -> str | None:
     client = async_client(target, retry=AsyncRetry(NoBackoff(), retries=0))
     try:
         await client.ping()
+        return too_old(await server_version(client), target)
     except (RedisError, OSError) as exc:
         return describe_error(exc, target) if is_configuration_error(exc) else None
     finally:
         with contextlib.suppress(RedisError, OSError):
             await client.aclose()
-    return None
+
+
+# README "What Redis must offer": read-only key patterns in the gateway's ACL rule
+# (%R~), XAUTOCLAIM's reply with deleted ids, the functions the scripts rely on.
+MIN_REDIS_VERSION = (7, 0)
+
+
+class CommandClient(Protocol):
+    """What :func:`server_version` needs of a client (redis-py's asyncio one is untyped)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+async def server_version(client: CommandClient) -> tuple[int, ...] | None:
+    """The server's version from ``HELLO 2`` (which every ACL user may send), or None
+    when it cannot be told; ``(0,)`` for a server older than 6.0, which has no HELLO."""
+    try:
+        reply = await client.execute_command("HELLO", "2")
+    except ResponseError as exc:
+        return (0,) if "unknown command" in str(exc).lower() else None
+    fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=False))
+    text = fields.get(b"version", fields.get("version"))
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    numbers = re.match(r"(\d+)\.(\d+)", text) if isinstance(text, str) else None
+    return (int(numbers[1]), int(numbers[2])) if numbers else None
+
+
+def too_old(version: tuple[int, ...] | None, target: RedisTarget) -> str | None:
+    """One line when ``version`` is below the minimum; None when it is fine or unknown."""
+    if version is None or version >= MIN_REDIS_VERSION:
+        return None
+    have = "older than 6.0" if version == (0,) else ".".join(map(str, version))
+    need = ".".join(map(str, MIN_REDIS_VERSION))
+    return f"REDIS_URL: {target.display()} runs Redis {have}; connectome-sse needs {need} or later"
 
 
 def startup_problem_sync(target: RedisTarget) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
@@ -17,8 +18,10 @@ from connectome_sse.redis_connect import (
     async_client,
     describe_error,
     is_configuration_error,
+    server_version,
     sync_client,
     tls_options,
+    too_old,
 )
 from connectome_sse.redis_target import parse_redis_url
 
@@ -120,3 +123,40 @@ def test_a_refusal_wrapped_in_a_connection_error_is_still_a_refusal() -> None:
     wrapped.__cause__ = AuthenticationError("invalid username-password pair")
     assert describe_error(wrapped, TARGET).startswith("REDIS_URL: redis://app:***@h:1/0 refused")
     assert is_configuration_error(wrapped)
+
+
+class HelloReplies:
+    """What ``HELLO 2`` answers, for the version parsing alone (every other test of the
+    start-up check runs a real redis-server, 7.0; Debian ships no 6.2 to run)."""
+
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        assert args == ("HELLO", "2")
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "version"),
+    [
+        ([b"server", b"redis", b"version", b"6.2.14", b"proto", 2], (6, 2)),
+        ({b"server": b"valkey", b"version": b"8.1.1"}, (8, 1)),
+        (ResponseError("unknown command 'HELLO'"), (0,)),
+        (ResponseError("NOPERM something else"), None),
+        ([b"server", b"odd"], None),
+    ],
+)
+async def test_the_server_version_comes_from_hello(reply: object, version: object) -> None:
+    assert await server_version(HelloReplies(reply)) == version
+
+
+def test_a_redis_older_than_7_stops_the_process_with_one_line_naming_redis_url() -> None:
+    target = parse_redis_url("redis://:secret@h:6379/0")
+    line = too_old((6, 2), target)
+    assert line is not None and line.startswith("REDIS_URL: ") and "6.2" in line
+    assert "needs 7.0 or later" in line and "secret" not in line
+    assert "older than 6.0" in (too_old((0,), target) or "")
+    assert too_old((7, 0), target) is None and too_old(None, target) is None
