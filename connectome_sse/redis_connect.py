@@ -348,8 +348,8 @@ async def startup_problem(target: RedisTarget) -> str | None:
             await client.aclose()
 
 
-# README "What Redis must offer": read-only key patterns in the gateway's ACL rule
-# (%R~), XAUTOCLAIM's reply with deleted ids, the functions the scripts rely on.
+# README "What Redis must offer": the oldest Redis the suite runs (Debian bookworm's
+# 7.0), and the first with read-only key patterns (%R~) for the gateway's ACL rule.
 MIN_REDIS_VERSION = (7, 0)
 
 
