@@ -44,13 +44,14 @@ async def test_regression_a_request_pipelined_behind_a_stream_cannot_deafen_the_
     redis = redis_server.client()
     async with open_streams(gateway.url + "/api/sse?events=x", 5) as healthy:
         await until(lambda: gateway.metric("sse_open_streams") == 5, what="healthy streams open")
-        # More pipelined-then-closed connections than the cap leaves free.
-        for _ in range(cap):
+        # More pipelined-then-closed connections than the cap leaves free, each one's
+        # slot back before the next (before the fix none came back: the cap filled up).
+        for n in range(cap):
             await asyncio.to_thread(_pipeline_then_close, gateway.port)
-        await until(
-            lambda: gateway.metric("sse_open_streams") == 5,
-            what="slots of the closed connections freed",
-        )
+            await until(
+                lambda: gateway.metric("sse_open_streams") == 5,
+                what=f"the slot of closed connection {n + 1} freed",
+            )
         for seq in range(5):
             assert redis.publish("sse:x", str(seq)) == 1  # the gateway's one subscription
         await until(
