@@ -192,8 +192,9 @@ def authorize_events(grant: Grant, requested: frozenset[str] | None) -> frozense
 
 
 class TicketTaker(Protocol):
-    async def take(self, ticket: str) -> Grant | None:
-        """The grant of ``ticket`` if it exists and was not taken; it is then gone everywhere."""
+    async def take(self, ticket: str, *, keep: bool = False) -> Grant | None:
+        """The grant of ``ticket`` if it exists and was not taken; it is then gone everywhere
+        (unless ``keep``)."""
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> list[str]:
@@ -259,7 +260,8 @@ class Authenticator:
             return self.verifier.verify(token)
         ticket = ticket_value(scope)
         if ticket is not None:
-            grant = await self.tickets.take(ticket)
+            # HEAD answers as GET would, and leaves the ticket for the GET.
+            grant = await self.tickets.take(ticket, keep=scope.get("method") == "HEAD")
             if grant is None:
                 raise unauthorized("ticket unknown, expired or already used")
             if grant.exp <= self.verifier.clock():

@@ -82,11 +82,15 @@ class TicketStore:
             raise TicketStoreUnavailable("ticket key already present")
         return ticket
 
-    async def take(self, ticket: str) -> Grant | None:
-        """The ticket's grant, once: the key is deleted by the same command that reads it."""
+    async def take(self, ticket: str, *, keep: bool = False) -> Grant | None:
+        """The ticket's grant, once: the key is deleted by the same command that reads it.
+
+        ``keep``: read it and leave it (a ``HEAD``, which opens no stream, must not use
+        up the ticket that the ``GET`` after it will present)."""
         try:
             async with self._slots:
-                raw = await self._redis.getdel(ticket_key(ticket))
+                key = ticket_key(ticket)
+                raw = await (self._redis.get(key) if keep else self._redis.getdel(key))
         except (RedisError, OSError) as exc:
             raise TicketStoreUnavailable(type(exc).__name__) from None
         if raw is None:

@@ -91,6 +91,21 @@ def test_a_ticket_minted_on_a_works_once_on_b(
         assert "already used" in answer.json()["error"]
 
 
+def test_a_head_with_a_ticket_answers_like_the_get_and_leaves_the_ticket(
+    pair: list[GatewayProcess],
+) -> None:
+    a, b = pair
+    ticket = mint_ticket(a, token())
+    head = httpx.head(f"{b.url}/api/sse?ticket={ticket}", timeout=5)
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-")
+    stream = RawStream(a.port, f"/api/sse?ticket={ticket}")  # the GET after it still works
+    try:
+        assert stream.status == 200
+    finally:
+        stream.close()
+    assert httpx.head(f"{b.url}/api/sse?ticket={ticket}", timeout=5).status_code == 401
+
+
 def test_a_ticket_carries_the_token_events(pair: list[GatewayProcess]) -> None:
     a, b = pair
     ticket = mint_ticket(a, token(events=["connectome_health"]))

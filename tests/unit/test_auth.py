@@ -158,8 +158,8 @@ class Tickets:
     def __init__(self, grants: dict[str, Grant]) -> None:
         self.grants = grants
 
-    async def take(self, ticket: str) -> Grant | None:
-        return self.grants.pop(ticket, None)
+    async def take(self, ticket: str, *, keep: bool = False) -> Grant | None:
+        return self.grants.get(ticket) if keep else self.grants.pop(ticket, None)
 
 
 def scope(headers: list[tuple[bytes, bytes]] = (), query: str = "") -> dict[str, Any]:  # type: ignore[assignment]

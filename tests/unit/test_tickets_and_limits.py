@@ -40,6 +40,15 @@ async def test_a_ticket_is_taken_once(store: TicketStore) -> None:
     assert await store.take(ticket) is None
 
 
+async def test_a_ticket_read_with_keep_stays_for_the_one_take(store: TicketStore) -> None:
+    original = grant()
+    ticket = await store.mint(original)
+    assert await store.take(ticket, keep=True) == original
+    assert await store.take(ticket, keep=True) == original
+    assert await store.take(ticket) == original
+    assert await store.take(ticket, keep=True) is None
+
+
 async def test_tickets_are_random_long_and_not_kept_as_key_names(
     store: TicketStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
