@@ -103,6 +103,8 @@ def test_a_gateway_with_auth_on_runs_as_its_minimal_acl_user(
         )
         assert minted.status_code == 201, minted.text
         ticket = minted.json()["ticket"]
+        head = httpx.head(f"{gateway.url}/api/sse?ticket={ticket}")  # reads, leaves it
+        assert head.status_code == 200, head.text
         stream = RawStream(gateway.port, f"/api/sse?events=acl_snapshot&ticket={ticket}")
         assert stream.status == 200
         stream.read_until(lambda s: b"data: from-before" in s.body, what="the snapshot")
