@@ -12,19 +12,21 @@ from tests.support.gateway import GatewayProcess
 from tests.support.redis_server import RedisServer
 
 StartGateway = Callable[..., GatewayProcess]
-COMPOSE_DEPLOYMENT = Path(__file__).parent / "e2e" / "test_compose.py"
+COMPOSE_DEPLOYMENTS = {
+    Path(__file__).parent / "e2e" / name for name in ("test_compose.py", "test_compose_sentinel.py")
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The compose deployment's tests run last, and what they need (a Docker engine, a
+    """The compose deployments' tests run last, and what they need (a Docker engine, a
     base image, three image builds: minutes on a new machine, mostly downloads) is made
     in the background from now on, while every other test runs. (Under pytest-xdist
     every worker collects, so every worker starts it; they take turns, see
     ``compose.prepare``.)"""
-    deployment = [item for item in items if item.path == COMPOSE_DEPLOYMENT]
+    deployment = [item for item in items if item.path in COMPOSE_DEPLOYMENTS]
     if not deployment:
         return
-    items[:] = [item for item in items if item.path != COMPOSE_DEPLOYMENT] + deployment
+    items[:] = [item for item in items if item.path not in COMPOSE_DEPLOYMENTS] + deployment
     if not config.option.collectonly:
         compose.prepare_in_background()
 

@@ -29,6 +29,7 @@ from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+SENTINEL_COMPOSE_FILE = REPO / "docker-compose.sentinel.yml"  # on top of COMPOSE_FILE
 ENGINE_SCRIPT = REPO / "scripts" / "docker-engine"
 # Debian's docker.io CLI: BuildKit built in, where a newer CLI needs the buildx plugin.
 DEBIAN_DOCKER_CLI = "/usr/bin/docker"
@@ -237,16 +238,23 @@ class Container:
 class ComposeProject:
     """One compose project of this test run, under a name of its own."""
 
-    def __init__(self, env: Mapping[str, str], profiles: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        profiles: Sequence[str] = (),
+        files: Sequence[Path] = (COMPOSE_FILE,),
+    ) -> None:
         self.name = f"connectome-e2e-{uuid.uuid4().hex[:8]}"
         self.env = dict(env)
         self.profiles = list(profiles)
+        self.files = list(files)
         self.command = compose_command()
 
     def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         profile_args = [arg for p in self.profiles for arg in ("--profile", p)]
+        file_args = [arg for f in self.files for arg in ("-f", str(f))]
         return run(
-            [*self.command, "-f", str(COMPOSE_FILE), "-p", self.name, *profile_args, *args],
+            [*self.command, *file_args, "-p", self.name, *profile_args, *args],
             timeout=timeout,
             env=self.env,
         )
