@@ -50,13 +50,15 @@ async def publish_at_50_per_second(redis: object, start: int, count: int) -> Non
 async def test_a_stalled_dashboard_is_never_cut_stays_bounded_and_then_gets_the_newest_health(
     redis_server: RedisServer, start_gateway: StartGateway
 ) -> None:
-    gateway = start_gateway(redis_server.url).wait_ready()
+    # A stall as long as the default SSE_SEND_TIMEOUT (30 s) would end in that cut,
+    # which the next test covers: here the timeout is out of the way.
+    gateway = start_gateway(redis_server.url, env={"SSE_SEND_TIMEOUT": "60"}).wait_ready()
     redis = redis_server.client()
     sock = stalled_client(gateway.port, "/api/sse?events=connectome_health")
     try:
         await until(lambda: gateway.metric("sse_open_streams") == 1, what="subscribed")
         before = rss_kb(gateway.pid)
-        count = 500  # 10 s at 50/s: 32 MB of health for a client that reads nothing
+        count = 1500  # 30 s at 50/s (the issue's): 96 MB of health for a client that reads nothing
         await publish_at_50_per_second(redis, 0, count)
         grown_mb = (rss_kb(gateway.pid) - before) / 1024
         print(f"gateway RSS grew {grown_mb:.1f} MB for one stalled client")
