@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from connectome_sse.chaos.feed import SEQ_EVENT, HealthWatch, SeqFeed
 from connectome_sse.chaos.figures import Figures, Window, measure
 from connectome_sse.chaos.rss import rss_mib
 from connectome_sse.chaos.scenarios import (
+    FEED_RATE,
     STREAM_PATH,
     Context,
     Injected,
@@ -177,19 +178,36 @@ class Runner:
         count = scenario.clients or self.clients
         fault = scenario.fault if scenario.clients is None else f"{scenario.fault} ({count})"
         row = Row(scenario.name, fault, scenario.limits(self.settings, count))
-        self.feed.rate = scenario.feed_rate
+
+        async def body(ctx: Context, rss: RssSampler) -> None:
+            ctx.rss_baseline_mib = rss.sample()
+            row.figures = await self._measure(scenario, ctx, row.limits, rss)
+
+        return await self._run(row, count, READY_S + count / 100, scenario.feed_rate, body)
+
+    async def _run(
+        self,
+        row: Row,
+        count: int,
+        ready_timeout: float,
+        feed_rate: float,
+        body: Callable[[Context, RssSampler], Awaitable[None]],
+    ) -> Row:
+        """What every scenario shares: ``count`` clients streaming at ``feed_rate`` events/s,
+        the gateways' RSS sampled, ``body`` (which fills ``row.figures`` and may set
+        ``row.limits``), the verdict, and the topology restored, whatever happened."""
+        self.feed.rate = feed_rate
         fleet = self._fleet(count)
         rss = RssSampler(self.topology.gateway_pids)
         fleet.start()
         sampler = asyncio.create_task(rss.run())
         try:
-            problem = await self._ready(fleet.clients, READY_S + count / 100)
+            problem = await self._ready(fleet.clients, ready_timeout)
             if problem:
                 row.reasons = [problem]
                 return row
             ctx = Context(self.topology, self.settings, fleet.clients, self.feed, self.watch)
-            ctx.rss_baseline_mib = rss.sample()
-            row.figures = await self._measure(scenario, ctx, row.limits, rss)
+            await body(ctx, rss)
             row.reasons = verdict(row.limits, row.figures)
             crashed = fleet.crashed()
             if crashed:
@@ -264,16 +282,8 @@ class Runner:
         fault = f"{seconds / 60:g} min of load, one Redis restart halfway"
         base = redis_kill_limits(self.settings, self.clients)
         row = Row("soak", fault, base)
-        fleet = self._fleet(self.clients)
-        rss = RssSampler(self.topology.gateway_pids)
-        fleet.start()
-        sampler = asyncio.create_task(rss.run())
-        try:
-            problem = await self._ready(fleet.clients, READY_S)
-            if problem:
-                row.reasons = [problem]
-                return row
-            ctx = Context(self.topology, self.settings, fleet.clients, self.feed, self.watch)
+
+        async def body(ctx: Context, rss: RssSampler) -> None:
             started = time.monotonic()
             first_seq = self.feed.last_seq + 1
             start_rss = rss.sample()
@@ -283,13 +293,13 @@ class Runner:
             await asyncio.sleep(max(0.0, started + seconds - time.monotonic()))
             end_rss = rss.sample()
             last_seq = self.feed.last_seq
-            await self._until_seq(fleet.clients, last_seq, time.monotonic() + SETTLE_S)
+            await self._until_seq(ctx.clients, last_seq, time.monotonic() + SETTLE_S)
             window = Window(
                 started, injected.clock_mono, injected.clock_wall, time.monotonic(),
                 first_seq, last_seq,
             )  # fmt: skip
             row.figures = measure(
-                fleet.clients, self.feed.since(first_seq), window, self.watch.backwards(started)
+                ctx.clients, self.feed.since(first_seq), window, self.watch.backwards(started)
             )
             row.figures.peak_rss_mib = round(rss.peak, 1)
             row.figures.extra.update(
@@ -305,19 +315,7 @@ class Runner:
             row.limits = Limits(
                 recovery_s=base.recovery_s, rss_growth_mib=round(max(16.0, middle_rss * 0.1), 1)
             )
-            row.reasons = verdict(row.limits, row.figures)
-            row.verdict = "FAIL" if row.reasons else "PASS"
-            return row
-        except Exception as exc:
-            row.reasons.append(f"{type(exc).__name__}: {exc}")
-            return row
-        finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-            await fleet.stop()
-            try:
-                await asyncio.to_thread(self.topology.restore)
-            except Exception as exc:
-                row.verdict = "FAIL"
-                row.reasons.append(f"topology not restored: {exc}")
+
+        # The scenarios' standard feed rate: the soak must not inherit the last
+        # scenario's (the storm's is 1 event/s).
+        return await self._run(row, self.clients, READY_S, FEED_RATE, body)

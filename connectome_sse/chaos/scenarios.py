@@ -38,6 +38,7 @@ from connectome_sse.localrun.browser import BrowserClient
 from connectome_sse.localrun.redis_sentinel import FAILOVER_TIMEOUT_MS
 
 MARGIN_S = 2.0
+FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
 # sse_gateway.redis_source and health_publisher.service: reconnect backoff capped at 5 s,
 # commands (and connects) time out after 5 s, the watchdog PINGs a subscription silent
 # for 5 s and gives up on it 5 s later.
@@ -124,7 +125,7 @@ class Scenario:
     limits: LimitsFor
     inject: Inject
     clients: int | None = None  # None: --clients
-    feed_rate: float = 10.0
+    feed_rate: float = FEED_RATE
     # Runs on the Sentinel topology (master, replica, three sentinels), not the plain one.
     sentinel: bool = False
 
