@@ -174,21 +174,36 @@ BEFORE_AFTER = (
 )
 
 
-def before_after_table(rows: list[dict[str, Any]]) -> str:
-    """Each gateway beside its `-before` run in the same scenarios: before -> after."""
-    head = " | ".join(label for label, _, _ in BEFORE_AFTER)
-    lines = [f"| scen | system | {head} |", "|---|---|" + "---:|" * len(BEFORE_AFTER)]
+def paired_table(
+    rows: list[dict[str, Any]],
+    suffix: str,
+    columns: tuple[tuple[str, str, int], ...],
+    reference_first: bool,
+) -> str:
+    """Each system beside its ``<system><suffix>`` run in the same scenario, a cell per
+    column: ``first -> second``; ``reference_first`` puts the suffixed run first (a
+    before -> after), else second, with the ratio second / first (without -> with)."""
+    head = " | ".join(label for label, _, _ in columns)
+    lines = [f"| scen | system | {head} |", "|---|---|" + "---:|" * len(columns)]
     for scen, systems in sorted(_by_scenario(rows).items()):
         for name in sorted(systems, key=_key):
-            before = systems.get(f"{name}-before")
-            if before is None:
+            paired = systems.get(f"{name}{suffix}")
+            if paired is None:
                 continue
-            after = systems[name]
-            cells = [
-                f"{_f(before.get(key), d)} -> {_f(after.get(key), d)}" for _, key, d in BEFORE_AFTER
-            ]
+            first, second = (paired, systems[name]) if reference_first else (systems[name], paired)
+            cells = []
+            for _, key, d in columns:
+                cell = f"{_f(first.get(key), d)} -> {_f(second.get(key), d)}"
+                if not reference_first:
+                    cell += f" ({_f(ratio(second.get(key), first.get(key)), 2)}x)"
+                cells.append(cell)
             lines.append(f"| {scen} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def before_after_table(rows: list[dict[str, Any]]) -> str:
+    """Each gateway beside its `-before` run in the same scenarios: before -> after."""
+    return paired_table(rows, "-before", BEFORE_AFTER, reference_first=True)
 
 
 AUTH_COST = (
@@ -202,22 +217,7 @@ AUTH_COST = (
 
 def auth_table(rows: list[dict[str, Any]]) -> str:
     """Each gateway beside its `-auth` run in the same scenario: without -> with (ratio)."""
-    head = " | ".join(label for label, _, _ in AUTH_COST)
-    lines = [f"| scen | system | {head} |", "|---|---|" + "---:|" * len(AUTH_COST)]
-    for scen, systems in sorted(_by_scenario(rows).items()):
-        for name in sorted(systems, key=_key):
-            with_auth = systems.get(f"{name}-auth")
-            if with_auth is None:
-                continue
-            without = systems[name]
-            cells = []
-            for _, key, d in AUTH_COST:
-                x = ratio(with_auth.get(key), without.get(key))
-                cells.append(
-                    f"{_f(without.get(key), d)} -> {_f(with_auth.get(key), d)} ({_f(x, 2)}x)"
-                )
-            lines.append(f"| {scen} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    return paired_table(rows, "-auth", AUTH_COST, reference_first=False)
 
 
 def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:

@@ -159,6 +159,17 @@ def test_the_auth_table_sets_each_gateway_beside_its_auth_run() -> None:
     assert "| e | gateway-2w | 20.0 -> 22.0 (1.10x) | 50.0 -> 60.0 (1.20x) | 2.00 -> 2.20" in text
 
 
+def test_the_before_after_table_sets_the_before_run_first() -> None:
+    text = render(
+        [
+            result("e", "nchan"),
+            result("e", "gateway-2w", kb_per_conn=6.0),
+            result("e", "gateway-2w-before", kb_per_conn=9.0),
+        ]
+    )
+    assert "| e | gateway-2w | 9.0 -> 6.0 | 40.0 -> 40.0 | - -> - |" in text
+
+
 def test_a_bearer_token_goes_into_every_stream_request() -> None:
     from bench.client import WorkerConfig, WorkerState
 
