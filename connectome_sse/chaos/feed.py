@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from connectome_sse.contract import HEALTH_EVENT, channel_for
+from connectome_sse.localrun.browser import health_ts
 from connectome_sse.publishing import publish_event
 from connectome_sse.redis_connect import async_client
 from connectome_sse.redis_target import parse_redis_url
@@ -108,7 +109,7 @@ class HealthWatch:
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
-                        self.seen.append((time.monotonic(), _ts(message["data"])))
+                        self.seen.append((time.monotonic(), health_ts(message["data"])))
             except (RedisError, OSError):
                 await asyncio.sleep(0.2)
             finally:
@@ -141,11 +142,3 @@ def redis_client(url: str, timeout: float | None) -> aioredis.Redis:
         socket_connect_timeout=timeout or 1.0,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-def _ts(data: bytes) -> float:
-    try:
-        value = json.loads(data).get("ts")
-    except (ValueError, AttributeError):
-        return float("nan")
-    return float(value) if isinstance(value, int | float) else float("nan")

@@ -27,15 +27,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from connectome_sse.chaos.feed import HealthWatch, SeqFeed, redis_client
-from connectome_sse.chaos.topology import (
-    SENTINEL_DOWN_AFTER_MS,
-    SentinelTopology,
-    Settings,
-    Topology,
-)
+from connectome_sse.chaos.topology import SentinelTopology, Settings, Topology
 from connectome_sse.contract import channel_for
 from connectome_sse.localrun.browser import BrowserClient
-from connectome_sse.localrun.redis_sentinel import FAILOVER_TIMEOUT_MS
+from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS
 
 MARGIN_S = 2.0
 FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
@@ -384,7 +379,7 @@ def sentinel_failover_limits(s: Settings, clients: int) -> Limits:
     # resubscribe covers the gap). Asynchronous replication may drop the last writes before
     # the kill (snapshot keys, signal entries), which the clients would see as a stale or
     # repeated snapshot: that is counted, and stale/dups must stay 0 too.
-    down_after_s = SENTINEL_DOWN_AFTER_MS / 1000
+    down_after_s = DOWN_AFTER_MS / 1000
     failover_s = FAILOVER_TIMEOUT_MS / 1000
     return Limits(
         recovery_s=down_after_s + failover_s + max(SWITCH_TO_HEALTH_S, s.interval_s) + MARGIN_S

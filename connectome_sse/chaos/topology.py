@@ -27,7 +27,7 @@ from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.nginx import LocalNginx
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
-from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, SentinelCluster
+from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from connectome_sse.redis_connect import sync_client
@@ -38,8 +38,6 @@ from sse_gateway.settings import GatewaySettings
 
 GATEWAYS = 2
 PUBLISHERS = 2
-# The sentinels' down-after-milliseconds: why 2000, see redis_sentinel.DOWN_AFTER_MS.
-SENTINEL_DOWN_AFTER_MS = DOWN_AFTER_MS
 
 
 @dataclass(frozen=True)
@@ -230,9 +228,7 @@ class SentinelTopology(Topology):
     """The same processes on ``redis+sentinel://``: a master, a replica, three sentinels."""
 
     def _make_redis(self) -> None:
-        self.cluster = SentinelCluster(
-            self.workdir / "sentinel", down_after_ms=SENTINEL_DOWN_AFTER_MS
-        )
+        self.cluster = SentinelCluster(self.workdir / "sentinel")
 
     @property
     def url(self) -> str:

@@ -38,15 +38,19 @@ class Connection:
     opened_at: float
     seqs: list[int] = field(default_factory=list)
     first_seq_at: float | None = None
-    health_events: int = 0
-    first_health_at: float | None = None
     # (arrival, monotonic; the payload's "ts", unix seconds) of every health event.
     health: list[tuple[float, float]] = field(default_factory=list)
-    # Gateway-made events by name (ping, resync, health_stale, ...), counted.
-    other: dict[str, int] = field(default_factory=dict)
     ended_at: float | None = None
     end: str = ""
     seq_event: str = SEQ_EVENT
+
+    @property
+    def health_events(self) -> int:
+        return len(self.health)
+
+    @property
+    def first_health_at(self) -> float | None:
+        return self.health[0][0] if self.health else None
 
     def record(self, event: ServerEvent, now: float) -> None:
         if event.event == self.seq_event:
@@ -54,15 +58,10 @@ class Connection:
             if self.first_seq_at is None:
                 self.first_seq_at = now
         elif event.event == HEALTH_EVENT:
-            self.health_events += 1
-            if self.first_health_at is None:
-                self.first_health_at = now
-            self.health.append((now, _payload_ts(event.data)))
-        else:
-            self.other[event.event] = self.other.get(event.event, 0) + 1
+            self.health.append((now, health_ts(event.data)))
 
 
-def _payload_ts(data: str) -> float:
+def health_ts(data: str | bytes) -> float:
     """The ``ts`` of a health payload; NaN when it has none (it then never counts as fresh)."""
     try:
         value = json.loads(data).get("ts")
@@ -111,9 +110,6 @@ class BrowserClient:
     def pause(self) -> None:
         """Stop reading: bytes pile up in the socket, as behind a frozen tab."""
         self._reading.clear()
-
-    def unpause(self) -> None:
-        self._reading.set()
 
     def drop(self, reconnect_at_once: bool = False) -> None:
         """Cut the current connection; with ``reconnect_at_once`` skip the retry wait once."""

@@ -88,7 +88,6 @@ class SentinelProcess:
         master_port: int,
         tls: ServerTls | None = None,
         password: str | None = None,
-        down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()  # plain, for the test itself
@@ -106,7 +105,7 @@ class SentinelProcess:
             f"dir {workdir}",
             f"sentinel myid {self.myid}",
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2",
-            f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
         ]
@@ -176,9 +175,7 @@ class SentinelCluster:
         workdir: Path,
         tls: ServerTls | None = None,
         sentinel_password: str | None = None,
-        down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
-        """``down_after_ms``: the sentinels' down-after-milliseconds (see ``DOWN_AFTER_MS``)."""
         self.workdir = workdir
         self.tls = tls
         self.sentinel_password = sentinel_password
@@ -205,7 +202,6 @@ class SentinelCluster:
                 self.service_port(first),
                 tls,
                 sentinel_password,
-                down_after_ms,
             )
             for i in range(3)
         ]

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from connectome_sse.chaos.topology import SENTINEL_DOWN_AFTER_MS
 from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS
 
 pytestmark = pytest.mark.e2e
 
@@ -123,7 +123,7 @@ def test_a_sentinel_failover_passes_and_the_old_master_rejoins(
     # The master really died and the other node took over; the sentinels cannot even call
     # the master down before down-after-milliseconds, so no client can have fresh health
     # sooner (less a PING in flight at the kill); the old master came back after the switch.
-    down_after_s = SENTINEL_DOWN_AFTER_MS / 1000 - 0.1
+    down_after_s = DOWN_AFTER_MS / 1000 - 0.1
     assert extra["killed"] != extra["new_master"], row
     assert row["figures"]["recovery_s"] >= down_after_s, row
     assert down_after_s <= extra["switch_s"] <= extra["rejoined_s"], row

@@ -14,10 +14,6 @@ from connectome_sse.localrun.redis_sentinel import (
     DOWN_AFTER_MS,
     FAILOVER_TIMEOUT_MS,
     MASTER_NAME,
-    SentinelProcess,
-    ServerTls,
-    tls_args,
-    tls_lines,
 )
 from tests.support.redis_tls import TlsFiles
 
@@ -31,13 +27,4 @@ class SentinelCluster(redis_sentinel.SentinelCluster):
         super().__init__(workdir, tls, sentinel_password)
 
 
-__all__ = [
-    "DOWN_AFTER_MS",
-    "FAILOVER_TIMEOUT_MS",
-    "MASTER_NAME",
-    "SentinelCluster",
-    "SentinelProcess",
-    "ServerTls",
-    "tls_args",
-    "tls_lines",
-]
+__all__ = ["DOWN_AFTER_MS", "FAILOVER_TIMEOUT_MS", "MASTER_NAME", "SentinelCluster"]
