@@ -27,17 +27,15 @@ import argparse
 import asyncio
 import functools
 import resource
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
 
-from connectome_sse.localrun.ports import free_port
+from bench.bootstrap import raise_open_files
+from bench.systems import RedisServer
 
 SAMPLED = 10  # subscribers, subscribed last, that parse and time every message
 
@@ -87,18 +85,13 @@ async def sampled_reader(url: str, latencies: list[float], ready: asyncio.Event)
         await client.aclose()
 
 
-def redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
 def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_case(port: int, subscribers: int, rate: float, seconds: float) -> Result:
-    url = f"redis://127.0.0.1:{port}/0"
+async def run_case(server: RedisServer, subscribers: int, rate: float, seconds: float) -> Result:
+    port, url = server.port, server.url
     loop = asyncio.get_running_loop()
     transports: list[asyncio.BaseTransport] = []
     readies = []
@@ -114,10 +107,9 @@ async def run_case(port: int, subscribers: int, rate: float, seconds: float) -> 
     sample_ready = [asyncio.Event() for _ in range(SAMPLED)]
     readers = [asyncio.create_task(sampled_reader(url, latencies, ready)) for ready in sample_ready]
     await asyncio.gather(*(r.wait() for r in sample_ready))
-    admin = redis.Redis(port=port)
     publisher = redis.Redis(port=port)
     round_trips: list[float] = []
-    cpu0, client0, wall0 = redis_cpu(admin), client_cpu(), time.monotonic()
+    cpu0, client0, wall0 = server.cpu_seconds(), client_cpu(), time.monotonic()
     interval = 1.0 / rate
     next_at = time.monotonic()
     published = 0
@@ -130,14 +122,13 @@ async def run_case(port: int, subscribers: int, rate: float, seconds: float) -> 
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     await asyncio.sleep(0.5)  # the last deliveries
     wall = time.monotonic() - wall0
-    cpu = (redis_cpu(admin) - cpu0) / wall
+    cpu = (server.cpu_seconds() - cpu0) / wall
     own = (client_cpu() - client0) / wall
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     for each in transports:
         each.close()
-    admin.close()
     publisher.close()
     ms = sorted(x * 1000 for x in round_trips)
     delivered = sorted(x * 1000 for x in latencies) or [float("nan")]
@@ -160,37 +151,9 @@ def main() -> None:
     parser.add_argument("--rates", default="10,100")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="fanin-")
-    proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--maxclients",
-            "20000",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    raise_open_files()  # 5,000 subscriber sockets in this one process
+    server = RedisServer().start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         print(
             "| subscribers | events/s | PUBLISH p50 ms | PUBLISH p99 ms | delivery p50 ms "
             "(last subscribers) | delivery max ms | Redis CPU | bench client CPU |"
@@ -198,7 +161,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for n in (int(x) for x in args.subscribers.split(",")):
             for rate in (float(x) for x in args.rates.split(",")):
-                r = asyncio.run(run_case(port, n, rate, args.seconds))
+                r = asyncio.run(run_case(server, n, rate, args.seconds))
                 print(
                     f"| {r.subscribers} | {r.rate:g} | {r.publish_p50_ms:.2f} | "
                     f"{r.publish_p99_ms:.2f} | {r.deliver_p50_ms:.2f} | {r.deliver_max_ms:.2f} | "
@@ -206,9 +169,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()
 
 
 if __name__ == "__main__":
