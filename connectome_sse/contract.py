@@ -26,6 +26,8 @@ SIGNALS_STREAM = "connectome:signals"
 CONSUMER_GROUP = "health-publisher"
 LEADER_KEY = "connectome:publisher:leader"
 
+STREAM_PATH = "/api/sse"  # the gateway's event stream (SPEC "HTTP")
+
 HEALTH_EVENT = "connectome_health"
 PING_EVENT = "ping"
 RESYNC_EVENT = "resync"

@@ -35,8 +35,6 @@ from starlette.responses import JSONResponse, Response
 
 from connectome_sse.logs import RateLimitedLog
 from connectome_sse.redis_connect import async_client
-from connectome_sse.redis_target import parse_redis_url
-from connectome_sse.settings import RedisSettings
 from sse_gateway.auth import (
     Authenticator,
     AuthError,
@@ -79,12 +77,8 @@ class Refusal(Exception):
 
 def tickets_redis(settings: GatewaySettings) -> aioredis.Redis:
     """The ticket store's command client, for any REDIS_URL form the settings accept."""
-    if isinstance(settings, RedisSettings):  # once the gateway's settings carry TLS files
-        target = settings.redis_target()
-    else:
-        target = parse_redis_url(settings.redis_url)
     return async_client(
-        target,
+        settings.redis_target(),
         socket_timeout=TICKETS_TIMEOUT,
         socket_connect_timeout=TICKETS_TIMEOUT,
         client_name=TICKETS_CLIENT_NAME,
@@ -117,10 +111,6 @@ class Access:
                 concurrency=TICKETS_CONCURRENCY,
             )
             self.auth = Authenticator(TokenVerifier(settings.auth_secret.encode()), self.tickets)
-
-    @property
-    def enabled(self) -> bool:
-        return self.auth is not None
 
     async def admit(
         self, scope: Mapping[str, Any], events: frozenset[str] | None

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from connectome_sse.contract import STREAM_PATH
 from connectome_sse.logs import setup_logging
 from connectome_sse.redis_connect import startup_problem_sync
 from connectome_sse.settings import load_settings
@@ -27,7 +28,6 @@ from sse_gateway.gateway import Gateway
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.redis_source import RedisSource
 from sse_gateway.routes import (
-    STREAM_PATH,
     StreamEndpoint,
     dashboard_route,
     health_routes,

@@ -42,12 +42,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from connectome_sse.contract import STREAM_PATH
 from connectome_sse.logs import RateLimitedLog
 from sse_gateway.framing import Frame
 
 MAX_HEADER_BYTES = 16 * 1024
 DIRECT_BODY_EXTENSION = "connectome.direct_body"
-STREAM_PATH = b"/api/sse"
+STREAM_PATH_BYTES = STREAM_PATH.encode()
 # Bytes a client may send after its stream request before it is dropped: pipelined
 # requests are ignored, a client that keeps sending is abusive.
 MAX_IGNORED_BYTES = 64 * 1024
@@ -419,7 +420,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if method not in (b"GET", b"HEAD") or self.parser.should_upgrade():
             return None
         url = httptools.parse_url(self.request_url)
-        if url.path != STREAM_PATH:
+        if url.path != STREAM_PATH_BYTES:
             return None
         transport = self.transport
         root_path = self.gateway_config.root_path

@@ -69,6 +69,6 @@ async def opening_frames(
         relay.awaiting_snapshots.add(stream)  # the re-send after reconnecting is for it too
     # health_stale once: a state that turns stale during the read was broadcast to this
     # (already subscribed) stream, and one that ended meanwhile is ended by the queued health.
-    stale_before = bool(relay.opening_extras())
+    stale_before = relay.liveness.stale
     first.extend(await snapshots())
     return Opening([*first, *(relay.opening_extras() if stale_before else [])], replayed=False)

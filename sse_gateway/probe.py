@@ -21,10 +21,10 @@ import json
 import time
 from collections.abc import Callable
 
+from connectome_sse.contract import PROBE_EVENT
 from sse_gateway.framing import Frame, encode_event
 from sse_gateway.hub import Subscriber
 
-PROBE_EVENT = "probe"
 PROBE_PARAMETER = "probe"
 # Seconds after the response starts at which probe n = 0, 1, 2 is sent.
 PROBE_OFFSETS = (0.0, 1.0, 2.0)

@@ -485,8 +485,13 @@ def _notify(callback: Callable[[], None]) -> None:
 
 
 def _deliver(listener: SourceListener, message: dict[str, Any]) -> None:
-    if message["type"] == "pmessage":
-        _notify(lambda: listener.on_message(_text(message["channel"]), message["data"]))
+    if message["type"] != "pmessage":
+        return
+    try:  # as _notify, without a closure per message
+        listener.on_message(_text(message["channel"]), message["data"])
+    except Exception as exc:
+        if _limited.log(logging.ERROR, "listener", "source listener failed: %r", exc):
+            log.error("traceback of the failure above", exc_info=exc)
 
 
 async def _drain(

@@ -37,7 +37,6 @@ from sse_gateway.stream_writer import StreamWriter
 log = logging.getLogger("sse_gateway.stream")
 cut_log = RateLimitedLog(log)
 
-STREAM_PATH = "/api/sse"
 MAX_SELECTED_EVENTS = 64
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 
@@ -122,7 +121,9 @@ class StreamEndpoint:
         opened = time.monotonic()
         expiry = self.access.end_at_expiry(grant, lambda: writer.close(b""))
         # Opens and closes are routine and as frequent as clients: debug only.
-        log.debug("stream opened %s events=%s", peer, ",".join(sorted(events)) if events else "*")
+        if log.isEnabledFor(logging.DEBUG):
+            selected = ",".join(sorted(events)) if events else "*"
+            log.debug("stream opened %s events=%s", peer, selected)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
             await send(
@@ -157,7 +158,7 @@ class StreamEndpoint:
 
     def _refusal(self) -> Response | None:
         gateway = self.gateway
-        retry_after = str(max(1, round(gateway.settings.retry_ms / 1000)))
+        retry_after = self.access.retry_after
         if gateway.draining:
             gateway.metrics.streams_rejected.labels("draining").inc()
             return json_error(503, "gateway is shutting down", {"Retry-After": retry_after})

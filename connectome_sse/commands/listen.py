@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from connectome_sse.contract import is_valid_event_name
+from connectome_sse.contract import STREAM_PATH, is_valid_event_name
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError
 
@@ -88,7 +88,7 @@ def stream_url(url: str, events: str | None) -> str:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{url!r} is not an http:// or https:// URL")
-    path = parts.path if parts.path not in ("", "/") else "/api/sse"
+    path = parts.path if parts.path not in ("", "/") else STREAM_PATH
     query = parse_qsl(parts.query, keep_blank_values=True)
     if events is not None:
         names = [name.strip() for name in events.split(",") if name.strip()]

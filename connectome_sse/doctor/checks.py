@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from connectome_sse.doctor.observe import PROBE_EVENT, PROBE_SPAN, Observation
+from connectome_sse.contract import PROBE_EVENT
+from connectome_sse.doctor.observe import PROBE_SPAN, Observation
 
 Verdict = Literal["PASS", "WARN", "FAIL", "SKIP"]
 

@@ -33,10 +33,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
 from connectome_sse.sse_client import EventStreamParser, LineSplitter, ServerEvent
 
-STREAM_PATH = "/api/sse"
-PROBE_EVENT = "probe"
 # The gateway sends probes 0, 1 and 2 at 0, 1 and 2 s after the response starts;
 # the watch allows the last one half a second more to cross the path.
 PROBE_SPAN = 2.5
