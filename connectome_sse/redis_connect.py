@@ -305,19 +305,6 @@ async def current_master(target: RedisTarget, timeout: float = SENTINEL_TIMEOUT)
         return await locator.master()
 
 
-async def check(target: RedisTarget) -> None:
-    """A start-up check: find the master (Sentinel) and PING it, or :class:`RedisUnavailable`."""
-    if target.is_sentinel:
-        await current_master(target)
-    client = async_client(target)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        raise RedisUnavailable(describe_error(exc, target)) from None
-    finally:
-        await client.aclose()
-
-
 async def startup_problem(target: RedisTarget) -> str | None:
     """The start-up check of a long-running process: one line when a setting must change
     (stop the process), None when Redis works or is only unreachable for now (retry).

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectome_sse.redaction import redact_url
@@ -192,18 +191,10 @@ def _one_line(cls: type[ProcessSettings], exc: ValidationError) -> str:
         # Inputs are echoed redacted: a REDIS_URL password must not reach a log, and
         # a secret setting is never echoed at all.
         info = cls.model_fields.get(field)
-        secret = info is not None and (info.annotation is SecretStr or info.repr is False)
-        shown = f" (got {_redacted(given)!r})" if isinstance(given, str) and not secret else ""
+        secret = info is not None and info.repr is False
+        shown = f" (got {redact_url(given)!r})" if isinstance(given, str) and not secret else ""
         parts.append(f"{env}: {err['msg']}{shown}")
     return "; ".join(parts)
-
-
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
-
-
-def _redacted(text: str) -> str:
-    # redact_url masks user info; a unix:// URL may carry its password as ?password=.
-    return _QUERY_PASSWORD.sub(r"\1***", redact_url(text))
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
@@ -232,8 +223,6 @@ def to_environ(settings: ProcessSettings) -> dict[str, str]:
     environ = {}
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()  # the child needs the secret itself
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         environ[str(field.validation_alias or name)] = text
     return environ

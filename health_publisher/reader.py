@@ -181,7 +181,7 @@ class SignalReader:
         id scanned (None when there was nothing left)."""
         result: Any = await self._compact(keys=[self.stream], args=[after, until, scan])
         last = _bytes(result[0])
-        return (last or None), [(_bytes(e[0]), _pairs(e[1])) for e in result[1]]
+        return (last or None), _entries(result[1])
 
     async def server_time(self) -> float:
         seconds, micros = await self.client.time()

@@ -316,13 +316,13 @@ class HealthPublisher:
 
     async def _lease_step(self) -> None:
         now = self.mono()
-        if self.lease.held(now) and now >= self.next_renew_at:
-            self.next_renew_at = now + self.renew_every
-            if not await self.lease.renew():
-                # Expired (a pause, a Redis that lost its data) or taken: whoever led meanwhile
-                # may have applied entries, so recover again if we get the lease back.
-                self.needs_recovery = True
-                log.warning("lease renewal refused: it expired or another publisher holds it")
+        if self.lease.held(now) and not await self._renew_if_due():
+            # Expired (a pause, a Redis that lost its data) or taken: whoever led meanwhile
+            # may have applied entries, so recover again if we get the lease back; what we
+            # applied and did not acknowledge stays pending for them (as in _deposed).
+            self.needs_recovery = True
+            self.unacked.clear()
+            log.warning("lease renewal refused: it expired or another publisher holds it")
         if not self.lease.held(now) and now >= self.next_acquire_at:
             self.next_acquire_at = now + self.acquire_every
             if await self.lease.acquire():
@@ -339,11 +339,16 @@ class HealthPublisher:
     async def _keep_lease(self) -> None:
         """Renew when due during long work (a replay): a leader must not lose its lease by
         being busy, nor carry on once it lost it."""
+        if not await self._renew_if_due():
+            raise NotLeader
+
+    async def _renew_if_due(self) -> bool:
+        """Renew the lease if its renewal is due; False when Redis refused it."""
         now = self.mono()
-        if now >= self.next_renew_at:
-            self.next_renew_at = now + self.renew_every
-            if not await self.lease.renew():
-                raise NotLeader
+        if now < self.next_renew_at:
+            return True
+        self.next_renew_at = now + self.renew_every
+        return await self.lease.renew()
 
     def _set_leader(self, leader: bool, why: str, quiet: bool = False) -> None:
         if leader == self.leader:

@@ -31,7 +31,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from connectome_sse.redaction import redact_url
 from connectome_sse.redis_connect import SentinelSyncRedis, explain_error_sync, sync_client
 from connectome_sse.redis_target import RedisTarget
 from connectome_sse.settings import (
@@ -159,7 +158,7 @@ def _redis_cli(target: RedisTarget, master: tuple[str, int] | None) -> list[str]
         host, port = master
         argv = ["redis-cli", "-h", host, "-p", str(port)]
     else:
-        argv = ["redis-cli", "-u", redact_url(target.display())]
+        argv = ["redis-cli", "-u", target.display()]
     if target.tls:
         argv.append("--tls")
         if target.tls_ca_file:

@@ -25,7 +25,7 @@ from connectome_sse.backoff import Backoff
 from connectome_sse.contract import SIGNALS_STREAM
 from connectome_sse.demo.scenario import DemoScenario, Entry
 from connectome_sse.redis_connect import async_client, describe_error
-from connectome_sse.redis_target import RedisTarget, parse_redis_url
+from connectome_sse.redis_target import RedisTarget
 
 log = logging.getLogger("connectome_sse.demo")
 
@@ -37,10 +37,8 @@ EXPECTED = {
 }
 
 
-def make_client(target: RedisTarget | str) -> aioredis.Redis:
-    """The engine's client; a plain URL string is parsed (without TLS files)."""
-    if isinstance(target, str):
-        target = parse_redis_url(target)
+def make_client(target: RedisTarget) -> aioredis.Redis:
+    """The engine's client."""
     return async_client(
         target,
         socket_timeout=5.0,
@@ -62,7 +60,7 @@ async def write_entries(
 
 async def run_engine(
     scenario: DemoScenario,
-    redis: RedisTarget | str,
+    target: RedisTarget,
     stop: asyncio.Event,
     *,
     # Only a safety cap for a stream no publisher trims: the leading publisher trims by time
@@ -75,7 +73,6 @@ async def run_engine(
 
     Returns the number of entries written.
     """
-    target = parse_redis_url(redis) if isinstance(redis, str) else redis
     client = make_client(target)
     backoff = Backoff(base=0.2, cap=5.0)
     written = 0

@@ -4,10 +4,10 @@ Each child leads a new session, so a Ctrl-C typed into ``up``'s terminal reaches
 ``up`` alone and ``up`` decides the order in which children stop. Where
 util-linux's ``setpriv`` is installed (every Debian), a child also gets SIGTERM
 from the kernel should ``up`` itself die without stopping it (``kill -9``,
-OOM): nothing is left running behind a dead ``up``. (Not via ``preexec_fn``:
-``up`` may run the embedded Redis in a thread, and forking Python code with
-threads about can deadlock.) Children must be started from the main thread,
-since the kernel sends the signal when the thread that started them ends. Stopping sends
+OOM): nothing is left running behind a dead ``up``. (Not via ``preexec_fn``,
+which Python documents as unsafe in a process with threads.) Children must be
+started from the main thread, since the kernel sends the signal when the thread
+that started them ends. Stopping sends
 SIGTERM to the child, waits until a deadline, then SIGKILLs its whole group, and
 finally sweeps the group for processes the child left behind (uvicorn workers).
 """
