@@ -83,7 +83,7 @@ def stream_status(
 
 
 def ticket_keys(client: redis.Redis) -> set[bytes]:
-    return set(client.keys("sse:ticket:*"))
+    return {key.encode() if isinstance(key, str) else key for key in client.keys("sse:ticket:*")}
 
 
 @pytest.fixture
