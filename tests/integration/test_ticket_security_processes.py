@@ -297,3 +297,18 @@ def test_a_ticket_mint_whose_reply_is_late_still_gives_a_working_ticket(
     assert status == 200, body
     with redis_server.client() as admin:
         assert not ticket_keys(admin)  # no orphan key left behind
+
+
+def test_tickets_work_at_once_after_a_redis_restart(
+    own_redis: RedisServer, start_gateway: StartGateway
+) -> None:
+    """Without redis-py's retry, a pooled connection that died with Redis is still replaced
+    before a command is sent: the first ticket after the restart is not a 503."""
+    gateway = start_gateway(own_redis.url, env=AUTH_ENV)
+    gateway.wait_ready()
+    ticket = mint_ticket(gateway, token())  # the pool now holds a connection
+    assert stream_status(gateway, f"/api/sse?ticket={ticket}")[0] == 200
+    own_redis.restart()
+    gateway.wait_ready()
+    ticket = mint_ticket(gateway, token())
+    assert stream_status(gateway, f"/api/sse?ticket={ticket}")[0] == 200
