@@ -4,8 +4,8 @@ One ``Access`` per gateway process, built from its settings: it answers the
 stream route's question (``admit``: a ``Grant`` or a refusal response),
 serves ``POST /api/sse/ticket``, and times a stream's end at its token's
 ``exp``. The pieces it puts together each do one job: ``auth`` (credentials
--> grant), ``tickets`` (one-time tickets in Redis), ``client_limits``
-(streams per address).
+-> grant), ``tickets`` (one-time tickets in Redis), ``ticket_rate`` (tickets
+per address and subject), ``client_limits`` (streams per address).
 
 With ``SSE_AUTH_SECRET`` unset nothing here touches Redis; with it set, the
 ticket store has its own small, lazily connected command client (named
@@ -21,6 +21,7 @@ Authorization header nor cookies are ever read into a log line.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -29,7 +30,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, TimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -44,7 +44,9 @@ from sse_gateway.auth import (
     redacted_query,
 )
 from sse_gateway.client_limits import ClientLimits, client_address
+from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.settings import GatewaySettings
+from sse_gateway.ticket_rate import TicketRate
 from sse_gateway.tickets import TicketStore, TicketStoreUnavailable
 
 log = logging.getLogger("sse_gateway.auth")
@@ -83,11 +85,11 @@ def tickets_redis(settings: GatewaySettings) -> aioredis.Redis:
         socket_connect_timeout=TICKETS_TIMEOUT,
         client_name=TICKETS_CLIENT_NAME,
         max_connections=TICKETS_CONCURRENCY,
-        # One retry at once, on a fresh connection (a pooled one may have died with
-        # a Redis restart), then a 503: redis-py's default retries with a backoff of
-        # seconds would hold the client silently while Redis is down.
-        retry=Retry(NoBackoff(), retries=1),
-        retry_on_error=[ConnectionError, TimeoutError],
+        # No retry by redis-py: after a lost reply a command may have run, and GETDEL
+        # or SET NX repeated blindly turns a valid ticket into a 401 (the store retries
+        # a mint itself, idempotently). A dead pooled connection is replaced before a
+        # command is sent; a Redis that is down is a 503 at once.
+        retry=Retry(NoBackoff(), retries=0),
     )
 
 
@@ -97,20 +99,26 @@ class Access:
         settings: GatewaySettings,
         redis: aioredis.Redis | None = None,
         on_refused: Callable[[str], None] = lambda _reason: None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.limits = ClientLimits(settings.max_streams_per_client)
+        self.ticket_rate = TicketRate(settings.ticket_rate)
         self.retry_after = str(max(1, round(settings.retry_ms / 1000)))
         self.tickets: TicketStore | None = None
         self.auth: Authenticator | None = None
         self.on_refused = on_refused
+        self.metrics = metrics
         self._log = RateLimitedLog(log)
         if settings.auth_secret:
+            secret = settings.auth_secret.encode()
             self.tickets = TicketStore(
                 redis or tickets_redis(settings),
+                secret,
                 settings.ticket_ttl,
                 concurrency=TICKETS_CONCURRENCY,
+                on_forged=lambda: self._count_ticket_refusal("forged"),
             )
-            self.auth = Authenticator(TokenVerifier(settings.auth_secret.encode()), self.tickets)
+            self.auth = Authenticator(TokenVerifier(secret), self.tickets)
 
     async def admit(
         self, scope: Mapping[str, Any], events: frozenset[str] | None
@@ -166,9 +174,11 @@ class Access:
         self.on_refused(refusal.reason)
         client = scope.get("client")
         peer = client[0] if client else "?"
+        what = "ticket" if scope.get("path") == TICKET_PATH else "stream"
         self._log.info(
-            f"refused:{status}:{peer}",
-            "stream refused %d for %s: %s (query %r)",
+            f"refused:{what}:{status}:{peer}",
+            "%s refused %d for %s: %s (query %r)",
+            what,
             status,
             peer,
             message,
@@ -185,9 +195,12 @@ class Access:
         scope = request.scope
         try:
             grant = self.auth.token_grant(scope)
+            self._check_ticket_rate(scope, grant)
             ticket = await self.tickets.mint(grant)
         except AuthError as exc:
             return self._refused(scope, exc.status, exc.message, exc.headers).response()
+        except Refusal as refusal:
+            return refusal.response()
         except TicketStoreUnavailable as exc:
             return self._refused(
                 scope, 503, f"tickets cannot be made now ({exc}); retry", {"Retry-After": "1"}
@@ -200,6 +213,27 @@ class Access:
             status_code=201,
             headers={"Cache-Control": "no-store"},
         )
+
+    def _check_ticket_rate(self, scope: Mapping[str, Any], grant: Grant) -> None:
+        """Refusal (429) past ``SSE_TICKET_RATE`` for the client's address or token subject."""
+        keys = ["address:" + client_address(scope)]
+        if grant.sub is not None:
+            # Hashed: a subject may be long, and the buckets' memory stays fixed per key.
+            keys.append("sub:" + hashlib.sha256(grant.sub.encode()).hexdigest()[:32])
+        wait = self.ticket_rate.take(keys)
+        if wait:
+            self._count_ticket_refusal("rate_limited")
+            raise self._refused(
+                scope,
+                429,
+                f"too many tickets: at most {self.ticket_rate.per_minute} a minute per client "
+                "address and per token subject",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    def _count_ticket_refusal(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.tickets_refused.labels(reason).inc()
 
     async def close(self) -> None:
         if self.tickets is not None:

@@ -1,36 +1,25 @@
 """Who may stream: credentials from a request -> a verified ``Grant``, or an ``AuthError``.
 
-SPEC "Authentication". With ``SSE_AUTH_SECRET`` set, ``/api/sse`` takes one of:
+With ``SSE_AUTH_SECRET`` set, ``/api/sse`` takes one of ``Authorization:
+Bearer <token>``, ``?ticket=<ticket>`` (one-time, minted by ``POST
+/api/sse/ticket`` and kept in Redis by ``sse_gateway.tickets``) or the cookie
+``sse_token=<token>``, tried in that order; the first present decides, so a
+bad bearer token is a 401 even beside a good cookie. An ``Authorization``
+header of another scheme (a proxy's Basic auth) is no stream credential and
+is passed over. The ticket comes before the cookie so that a page holding a
+stale cookie can still stream with a fresh ticket.
 
-- ``Authorization: Bearer <token>``;
-- ``?ticket=<ticket>``: one-time, minted by ``POST /api/sse/ticket`` and kept in
-  Redis (``sse_gateway.tickets``), for browsers, whose EventSource cannot set
-  headers;
-- the cookie ``sse_token=<token>``.
-
-They are tried in that order and the first one present decides: a bad bearer
-token is a 401 even when a good cookie rides along (falling back would make a
-bad credential look like a working one). The ticket comes before the cookie
-so that a page holding a stale cookie can still stream with a fresh ticket.
-
-A token is a JWT signed HS256 with the secret. The checks, each a 401 with a
-JSON body and ``WWW-Authenticate: Bearer``: size (before any decoding: a
-token is a header or cookie value, and an oversized one is refused before it
-costs a base64 or JSON parse), signature, algorithm (only HS256 is listed, so
-``alg: none`` and an RS256 header carrying the secret as a "public key" are
-refused by the library), ``exp`` required and in the future, ``nbf`` if
-present, ``aud`` absent (we are no audience; a token minted for another
-service is not ours), ``sub`` a string if present, ``events`` a list of valid
-event names if present. ``iat`` is informational: PyJWT would refuse a token
-whose ``iat`` is a second ahead of our clock, and clock skew between the app
-that mints and the gateway must not lock users out.
-
-The module knows nothing of Redis or of the route: tickets come through the
-``TicketTaker`` protocol, and the route turns an ``AuthError`` into a response.
+A token is a JWT signed HS256 with the secret: size checked before decoding,
+only HS256 accepted, ``exp`` required, finite, in the future and at most
+``MAX_LIFETIME`` ahead, ``aud`` absent, ``sub`` a string, ``events`` a list of
+event names. ``iat`` is not checked: clock skew between the app that mints
+and the gateway must not lock users out. Tickets come through the
+``TicketTaker`` protocol; the route turns an ``AuthError`` into a response.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,6 +41,10 @@ MAX_TOKEN_BYTES = 8192
 # A ticket is token_urlsafe(32) (43 characters); this only bounds what we hash.
 MAX_TICKET_CHARS = 256
 MAX_GRANTED_EVENTS = 64
+# The furthest ahead an ``exp`` may lie. A token that never (or practically never)
+# expires cannot be taken back short of changing the secret.
+MAX_LIFETIME_DAYS = 366
+MAX_LIFETIME = MAX_LIFETIME_DAYS * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +67,8 @@ class Grant:
         sub, events, exp = data.get("sub"), data.get("events"), data.get("exp")
         if sub is not None and not isinstance(sub, str):
             raise ValueError("grant sub is not a string")
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
-            raise ValueError("grant exp is not a number")
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+            raise ValueError("grant exp is not a finite number")
         return cls(sub, events_claim(events), float(exp))
 
 
@@ -107,6 +100,17 @@ class AuthError(Exception):
 
 def unauthorized(message: str, missing: bool = False) -> AuthError:
     return AuthError(401, message, missing)
+
+
+def checked_exp(exp: object, now: float, what: str) -> float:
+    """``exp`` as unix seconds if finite, after ``now`` and at most ``MAX_LIFETIME`` ahead."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        raise unauthorized(f"{what} 'exp' is not a finite number")
+    if exp <= now:
+        raise unauthorized(f"{what} expired")
+    if exp > now + MAX_LIFETIME:
+        raise unauthorized(f"{what} 'exp' is more than {MAX_LIFETIME_DAYS} days ahead")
+    return float(exp)
 
 
 def events_claim(value: object) -> frozenset[str] | None:
@@ -153,17 +157,14 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             # The library's messages name the claim, never echo the token.
             raise unauthorized(f"invalid token: {exc}") from None
-        exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
-            raise unauthorized("token 'exp' is not a number")
-        if exp <= self.clock():  # the library's own check, on our clock too
-            raise unauthorized("token expired")
+        # The library checked exp on its clock; checked again on ours, with bounds.
+        exp = checked_exp(claims["exp"], self.clock(), "token")
         sub = claims.get("sub")
         try:
             events = events_claim(claims.get("events"))
         except ValueError as exc:
             raise unauthorized(f"invalid token: {exc}") from None
-        return Grant(sub if isinstance(sub, str) else None, events, float(exp))
+        return Grant(sub if isinstance(sub, str) else None, events, exp)
 
     def mint(
         self, *, ttl: float, sub: str | None = None, events: Iterable[str] | None = None
@@ -202,17 +203,21 @@ def _header(scope: Mapping[str, Any], name: bytes) -> list[str]:
 
 
 def bearer_token(scope: Mapping[str, Any]) -> str | None:
-    """The ``Authorization: Bearer`` token; None without the header; 401 when malformed."""
-    values = _header(scope, b"authorization")
-    if not values:
+    """The ``Authorization: Bearer`` token; None without one; 401 when malformed.
+
+    Another scheme (a proxy's ``Basic``) is not ours to judge: it is passed over."""
+    tokens = []
+    for value in _header(scope, b"authorization"):
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            tokens.append(token.strip())
+    if not tokens:
         return None
-    if len(values) > 1:
-        raise unauthorized("more than one Authorization header")
-    scheme, _, token = values[0].strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if len(tokens) > 1:
+        raise unauthorized("more than one Authorization: Bearer header")
+    if not tokens[0]:
         raise unauthorized("Authorization must be 'Bearer <token>'")
-    return token
+    return tokens[0]
 
 
 def cookie_token(scope: Mapping[str, Any]) -> str | None:
@@ -264,8 +269,7 @@ class Authenticator:
             grant = await self.tickets.take(ticket, keep=scope.get("method") == "HEAD")
             if grant is None:
                 raise unauthorized("ticket unknown, expired or already used")
-            if grant.exp <= self.verifier.clock():
-                raise unauthorized("the ticket's token has expired")
+            checked_exp(grant.exp, self.verifier.clock(), "the ticket's token")
             return grant
         token = cookie_token(scope)
         if token is not None:

@@ -52,6 +52,12 @@ class GatewayMetrics:
         self.streams_rejected = Counter(
             "sse_streams_rejected", "SSE streams refused", ["reason"], registry=reg
         )
+        self.tickets_refused = Counter(
+            "sse_tickets_refused",
+            "tickets refused: rate_limited (minting), forged (a stored grant not sealed by us)",
+            ["reason"],
+            registry=reg,
+        )
         self.events_relayed = Counter(
             "sse_events_relayed", "channel messages relayed to clients", registry=reg
         )

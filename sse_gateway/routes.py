@@ -78,7 +78,7 @@ class StreamEndpoint:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.access = Access(gateway.settings)  # authentication, per-client limit
+        self.access = Access(gateway.settings, metrics=gateway.metrics)  # auth, per-client limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway

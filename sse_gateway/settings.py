@@ -89,6 +89,13 @@ class GatewaySettings(RedisSettings):
         validation_alias="SSE_TICKET_TTL",
         description="seconds a one-time ticket stays valid",
     )
+    ticket_rate: int = Field(
+        60,
+        ge=0,
+        le=1_000_000,
+        validation_alias="SSE_TICKET_RATE",
+        description="tickets per minute per client address and per token subject; 0: no limit",
+    )
     max_streams_per_client: int = Field(
         1000,
         ge=0,

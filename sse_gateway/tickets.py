@@ -1,25 +1,24 @@
 """One-time stream tickets, kept in Redis so that any replica accepts each ticket once.
 
-A ticket is 256 random bits (``secrets.token_urlsafe(32)``), unrelated to the
-token it was minted with: knowing a ticket tells nothing about the token, and
-a ticket is worthless once used or ``SSE_TICKET_TTL`` seconds old.
+A ticket is 256 random bits, unrelated to the token it was minted with, and
+worthless once used or ``SSE_TICKET_TTL`` seconds old (never later than its
+token's ``exp``). Redis is not trusted with it: ``TicketSeal`` binds what
+Redis holds to the ticket with keys derived from ``SSE_AUTH_SECRET``, so
+whoever can write Redis can neither invent a grant nor move one to another
+ticket, and whoever can read it learns no ticket from the key names.
 
-Redis holds ``sse:ticket:<sha256 hex of the ticket>`` -> the grant as JSON
-(``sub``, ``events``, ``exp``), with the ticket's expiry. The key is a hash
-so that nothing that sees key names (``SCAN``, ``MONITOR``, keyspace
-notifications, ``--bigkeys``, an RDB copy handed to someone debugging) sees
-a bearer value that would open a stream: redeeming needs the ticket itself.
-The value holds no token either. Taking is ``GETDEL``: one atomic command,
-so of two replicas racing on the same ticket exactly one gets the grant.
-
-A ticket never outlives its token: its expiry is the shorter of the TTL and
-the time left on the token.
+Taking is one ``GETDEL`` (of two replicas racing, exactly one gets the grant)
+and is never retried: if the reply is lost, the command may have run, so the
+answer is "unavailable" rather than a second ``GETDEL`` that would call the
+ticket used. A mint is retried once and idempotently: the same value under the
+same key, and finding our own value there counts as stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -28,40 +27,92 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from connectome_sse.logs import RateLimitedLog
 from sse_gateway.auth import Grant
 
 log = logging.getLogger("sse_gateway.auth")
 
 KEY_PREFIX = "sse:ticket:"
-TICKET_BYTES = 32  # 256 bits; the SPEC asks for at least 128
+TICKET_BYTES = 32  # 256 bits
+# Labels of the keys derived from the secret. A JWT's signing input is base64url
+# text and dots, so no label (they hold "/") is ever signed as one: no HMAC made
+# here can pass for a token signature, nor the other way round.
+_NAME_LABEL = b"connectome-sse/ticket-key-name/v1"
+_SEAL_LABEL = b"connectome-sse/ticket-grant-seal/v1"
+# Errors after which a command may or may not have run on Redis.
+_UNCERTAIN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class TicketStoreUnavailable(Exception):
     """Redis did not answer; the route answers 503, the client retries."""
 
 
-def ticket_key(ticket: str) -> str:
-    return KEY_PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
+class ForgedGrant(ValueError):
+    """A stored value that no holder of the secret wrote for this key."""
+
+
+def canonical_json(grant: Grant) -> bytes:
+    return json.dumps(
+        grant.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode()
+
+
+class TicketSeal:
+    """Key names and stored values of tickets, both keyed by the secret.
+
+    The key is ``sse:ticket:<HMAC(name key, ticket)>``; the value is
+    ``<HMAC(seal key, key name, grant JSON) hex>:<grant JSON>``. The key name
+    is inside the MAC, so a value copied to another ticket's key is refused."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._name_key = hmac.digest(secret, _NAME_LABEL, hashlib.sha256)
+        self._seal_key = hmac.digest(secret, _SEAL_LABEL, hashlib.sha256)
+
+    def key(self, ticket: str) -> str:
+        return KEY_PREFIX + hmac.new(self._name_key, ticket.encode(), hashlib.sha256).hexdigest()
+
+    def _mac(self, key: str, body: bytes) -> bytes:
+        message = key.encode() + b"\n" + body
+        return hmac.new(self._seal_key, message, hashlib.sha256).hexdigest().encode()
+
+    def seal(self, key: str, grant: Grant) -> bytes:
+        body = canonical_json(grant)
+        return self._mac(key, body) + b":" + body
+
+    def open(self, key: str, value: bytes) -> Grant:
+        """The grant sealed under ``key``; ForgedGrant, or ValueError when it is malformed."""
+        mac, _, body = value.partition(b":")
+        if not hmac.compare_digest(mac, self._mac(key, body)):
+            raise ForgedGrant("the stored grant's seal does not verify")
+        return Grant.from_json(json.loads(body))
 
 
 class TicketStore:
     """``concurrency`` commands at most in flight: a burst of connects (a reconnect
     storm) queues here instead of failing on redis-py's "Too many connections" or
-    opening one Redis connection per client. Give the client a pool at least that big."""
+    opening one Redis connection per client. Give the client a pool at least that big,
+    and no retry of its own (see the module's note)."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
+        secret: bytes,
         ttl: float,
         clock: Callable[[], float] = time.time,
         concurrency: int = 8,
+        on_forged: Callable[[], None] = lambda: None,
     ) -> None:
         self._redis = redis
+        self._seal = TicketSeal(secret)
         self.ttl = ttl
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        self._on_forged = on_forged
+        self._log = RateLimitedLog(log)
 
     async def mint(self, grant: Grant) -> str:
         """A new ticket for ``grant``, valid for the TTL (or until the token expires)."""
@@ -69,38 +120,54 @@ class TicketStore:
         if left <= 0:
             raise ValueError("the token has expired")
         ticket = secrets.token_urlsafe(TICKET_BYTES)
-        value = json.dumps(grant.to_json(), separators=(",", ":"))
+        key = self._seal.key(ticket)
+        value = self._seal.seal(key, grant)
         try:
-            # NX: a collision of 256 random bits will not happen, but must never overwrite.
             async with self._slots:
-                stored = await self._redis.set(
-                    ticket_key(ticket), value, px=max(1, math.ceil(left * 1000)), nx=True
-                )
+                stored = await self._store(key, value, max(1, math.ceil(left * 1000)))
         except (RedisError, OSError) as exc:
             raise TicketStoreUnavailable(type(exc).__name__) from None
         if not stored:
             raise TicketStoreUnavailable("ticket key already present")
         return ticket
 
+    async def _store(self, key: str, value: bytes, px: int) -> bool:
+        # NX: a collision of 256 random bits will not happen, but must never overwrite.
+        try:
+            return bool(await self._redis.set(key, value, px=px, nx=True))
+        except _UNCERTAIN:
+            pass
+        # The first SET may have been stored with its reply lost: the same SET again,
+        # and our own value already there is a success (anything else is not ours).
+        if await self._redis.set(key, value, px=px, nx=True):
+            return True
+        return bool(await self._redis.get(key) == value)
+
     async def take(self, ticket: str, *, keep: bool = False) -> Grant | None:
         """The ticket's grant, once: the key is deleted by the same command that reads it.
 
         ``keep``: read it and leave it (a ``HEAD``, which opens no stream, must not use
         up the ticket that the ``GET`` after it will present)."""
+        key = self._seal.key(ticket)
         try:
             async with self._slots:
-                key = ticket_key(ticket)
                 raw = await (self._redis.get(key) if keep else self._redis.getdel(key))
         except (RedisError, OSError) as exc:
             raise TicketStoreUnavailable(type(exc).__name__) from None
         if raw is None:
             return None
         try:
-            return Grant.from_json(json.loads(raw))
+            return self._seal.open(key, raw if isinstance(raw, bytes) else raw.encode())
+        except ForgedGrant:
+            # Something that can write Redis but holds no secret; never the ticket in the log.
+            self._on_forged()
+            self._log.warning(
+                "forged",
+                "a ticket's stored grant was forged or copied (its seal does not verify); refused",
+            )
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            # Someone else wrote under our prefix; never the ticket itself in the log.
-            log.warning("a ticket's stored grant is malformed (%s); refused", exc)
-            return None
+            self._log.warning("malformed", "a ticket's stored grant is malformed (%s)", exc)
+        return None
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,8 +1,9 @@
-"""The minimal ACL rule of each process (README "Redis ACL users"), and making the users.
+"""The minimal ACL rule of each process (README "Redis in production"), and making the users.
 
 Each rule starts from nothing (``resetkeys resetchannels -@all``) and allows
 exactly the commands, keys and channels the process's code sends, read from
-the code:
+the code. No rule may write another process's keys: only the gateway with
+authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
 
 - ``cli_publish``: ``connectome-sse publish`` = MULTI, SET ``sse:last:<event>``,
   PUBLISH ``sse:<event>``, EXEC (``connectome_sse/publishing.py``).
@@ -12,9 +13,10 @@ the code:
   SUBSCRIBE (UNSUBSCRIBE on close) and PUBLISH on its private channel
   ``connectome:gateway:probe:<host>-<pid>-<random>`` (sse_gateway/redis_source.py).
 - ``gateway_auth``: the gateway with authentication on (``SSE_AUTH_SECRET``):
-  the above, and its ticket store's SET (with PX and NX) and GETDEL on
-  ``sse:ticket:*`` (sse_gateway/tickets.py). SET is granted on those keys
-  only: ``sse:last:*`` stays read only.
+  the above, and its ticket store's SET (with PX and NX), GET (a HEAD, and
+  a mint's retry reading back its own value) and GETDEL on ``sse:ticket:*``
+  (sse_gateway/tickets.py). SET is granted on those keys only: ``sse:last:*``
+  stays read only.
 - ``demo_engine``: XADD on ``connectome:signals`` (pipelined, no MULTI) and
   CLIENT SETNAME.
 - ``publisher``: the consumer group on ``connectome:signals`` (XGROUP CREATE
@@ -25,7 +27,7 @@ the code:
   scripts (EVALSHA, EVAL; inside them GET, PEXPIRE, DEL, SET, PUBLISH run as
   the same user), SET ``sse:last:*`` and PUBLISH ``sse:*``, PING, CLIENT
   SETNAME. Its fenced publish script names the channel among its KEYS, so
-  today it needs key access to ``sse:*``, not only ``sse:last:*``.
+  it needs key access to the one channel it publishes, ``sse:connectome_health``.
 
 AUTH and HELLO need no permission. redis-py's ``CLIENT SETINFO`` on connect is
 allowed to fail. A non-zero database in the URL needs ``+select`` too. ACL
@@ -97,10 +99,11 @@ RULES: dict[str, tuple[str, ...]] = {
         "+publish",
         "~connectome:signals",
         "~connectome:publisher:*",
-        # Not just ~sse:last:*: FENCED_PUBLISH_LUA (health_publisher/lease.py) passes the
-        # channel in KEYS, so Redis checks sse:<event> as a key. Narrow this to
-        # ~sse:last:* once the script takes the channel as an ARGV.
-        "~sse:*",
+        "~sse:last:*",
+        # FENCED_PUBLISH_LUA (health_publisher/lease.py) passes its channel in KEYS, so
+        # Redis checks sse:connectome_health as a key; drop this once it is an ARGV.
+        "~sse:connectome_health",
+        # The publishers' event log key, when there is one, goes here (and in cli_publish).
         "&sse:*",
     ),
 }

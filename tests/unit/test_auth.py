@@ -76,6 +76,10 @@ def test_without_events_claim_everything_is_granted() -> None:
             "algorithm",
         ),
         ("missing exp", lambda: token({"sub": "ada"}), "exp"),
+        ("exp too far", lambda: token({"exp": int(time.time()) + 367 * 86400}), "366 days"),
+        ("exp far far", lambda: hand_made({"alg": "HS256"}, {"exp": 1e300}, SECRET), "366 days"),
+        ("exp NaN", lambda: hand_made({"alg": "HS256"}, {"exp": float("nan")}, SECRET), "exp"),
+        ("exp Infinity", lambda: hand_made({"alg": "HS256"}, {"exp": float("inf")}, SECRET), "exp"),
         ("exp not a number", lambda: hand_made({"alg": "HS256"}, {"exp": "soon"}, SECRET), "exp"),
         ("events a string", lambda: token({"exp": soon(), "events": "a,b"}), "events"),
         ("events of numbers", lambda: token({"exp": soon(), "events": [1, 2]}), "events"),
@@ -197,14 +201,42 @@ async def test_a_bad_bearer_does_not_fall_back_to_the_cookie() -> None:
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [[], [(b"authorization", b"Basic dXNlcjpwYXNz")], [(b"authorization", b"Bearer ")]],
+    ("headers", "missing"),
+    [
+        ([], True),
+        ([(b"authorization", b"Basic dXNlcjpwYXNz")], True),  # not ours: no credential
+        ([(b"authorization", b"Bearer ")], False),
+        ([(b"authorization", b"Bearer")], False),
+        ([(b"authorization", b"Bearer a"), (b"authorization", b"bearer b")], False),
+    ],
 )
-async def test_missing_or_malformed_credentials_are_401(headers: list[tuple[bytes, bytes]]) -> None:
+async def test_missing_or_malformed_credentials_are_401(
+    headers: list[tuple[bytes, bytes]], missing: bool
+) -> None:
     auth = Authenticator(TokenVerifier(SECRET), Tickets({}))
     with pytest.raises(AuthError) as info:
         await auth.stream_grant(scope(headers))
     assert info.value.status == 401
+    assert info.value.missing is missing
+
+
+async def test_a_basic_authorization_leaves_the_ticket_or_cookie_to_decide() -> None:
+    verifier = TokenVerifier(SECRET)
+    auth = Authenticator(verifier, Tickets({"T": Grant("ticket", None, soon())}))
+    basic = (b"authorization", b"Basic dXNlcjpwYXNz")
+    cookie = (b"cookie", f"sse_token={verifier.mint(ttl=60, sub='cookie')}".encode())
+    assert (await auth.stream_grant(scope([basic], "ticket=T"))).sub == "ticket"
+    assert (await auth.stream_grant(scope([basic, cookie]))).sub == "cookie"
+    assert auth.token_grant(scope([basic, cookie])).sub == "cookie"
+    bearer = (b"authorization", f"Bearer {verifier.mint(ttl=60, sub='bearer')}".encode())
+    assert (await auth.stream_grant(scope([basic, bearer, cookie]))).sub == "bearer"
+
+
+async def test_a_ticket_grant_too_far_ahead_is_401() -> None:
+    far = Grant(None, None, time.time() + 400 * 86400)
+    auth = Authenticator(TokenVerifier(SECRET), Tickets({"T": far}))
+    with pytest.raises(AuthError, match="366 days"):
+        await auth.stream_grant(scope(query="ticket=T"))
 
 
 async def test_a_ticket_whose_token_expired_meanwhile_is_401() -> None:

@@ -1,4 +1,4 @@
-"""Tickets in (fake) Redis: once, hashed keys, expiry; per-address stream slots.
+"""Tickets in (fake) Redis: once, sealed, keyed by the secret, expiry; per-address stream slots.
 
 fakeredis stands in for Redis here only to check the store's own logic; the
 same store against real redis-server processes and two gateways is in
@@ -7,6 +7,9 @@ tests/integration/test_auth_processes.py.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 
 import fakeredis
@@ -14,7 +17,10 @@ import pytest
 
 from sse_gateway.auth import Grant
 from sse_gateway.client_limits import ClientLimits, TooManyStreams, client_address
-from sse_gateway.tickets import KEY_PREFIX, TicketStore, ticket_key
+from sse_gateway.tickets import KEY_PREFIX, TicketSeal, TicketStore
+
+SECRET = b"unit-secret-0123456789abcdef-0123456"
+SEAL = TicketSeal(SECRET)
 
 
 @pytest.fixture
@@ -24,7 +30,7 @@ def redis() -> fakeredis.FakeAsyncRedis:
 
 @pytest.fixture
 def store(redis: fakeredis.FakeAsyncRedis) -> TicketStore:
-    return TicketStore(redis, ttl=30)
+    return TicketStore(redis, SECRET, ttl=30)
 
 
 def grant(**changes: object) -> Grant:
@@ -56,7 +62,7 @@ async def test_tickets_are_random_long_and_not_kept_as_key_names(
     assert len(tickets) == 50
     assert all(len(t) >= 43 for t in tickets)  # 256 bits in URL-safe base64
     keys = [k.decode() if isinstance(k, bytes) else k for k in await redis.keys("*")]
-    assert sorted(keys) == sorted(ticket_key(t) for t in tickets)
+    assert sorted(keys) == sorted(SEAL.key(t) for t in tickets)
     assert all(key.startswith(KEY_PREFIX) for key in keys)
     assert not any(t in key for t in tickets for key in keys)
 
@@ -65,9 +71,9 @@ async def test_a_ticket_expires_with_the_ttl_or_the_token(
     store: TicketStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
     long_token = await store.mint(grant(exp=time.time() + 3600))
-    assert 29_000 < await redis.pttl(ticket_key(long_token)) <= 30_000
+    assert 29_000 < await redis.pttl(SEAL.key(long_token)) <= 30_000
     short_token = await store.mint(grant(exp=time.time() + 5))
-    assert 4_000 < await redis.pttl(ticket_key(short_token)) <= 5_000
+    assert 4_000 < await redis.pttl(SEAL.key(short_token)) <= 5_000
     with pytest.raises(ValueError, match="expired"):
         await store.mint(grant(exp=time.time() - 1))
 
@@ -75,8 +81,60 @@ async def test_a_ticket_expires_with_the_ttl_or_the_token(
 async def test_a_malformed_stored_grant_is_refused(
     store: TicketStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    await redis.set(ticket_key("forged"), b'{"events": "all"}')
+    await redis.set(SEAL.key("forged"), b'{"events": "all"}')
     assert await store.take("forged") is None
+
+
+async def test_grants_not_sealed_for_their_key_are_refused_and_counted(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    forged: list[None] = []
+    store = TicketStore(redis, SECRET, ttl=30, on_forged=lambda: forged.append(None))
+    wide = b'{"events":null,"exp":4102444800,"sub":null}'
+    # Sealed with another secret, sealed for another key, unsealed, resealed after editing.
+    other = TicketSeal(b"another-secret-0123456789abcdef-012")
+    key = SEAL.key("t1")
+    await redis.set(key, other.seal(other.key("t1"), grant()))
+    assert await store.take("t1") is None
+    await redis.set(key, SEAL.seal(SEAL.key("t2"), grant()))
+    assert await store.take("t1") is None
+    await redis.set(key, wide)
+    assert await store.take("t1") is None
+    sealed = SEAL.seal(key, grant(events=frozenset({"a"})))
+    await redis.set(key, sealed[: sealed.index(b":") + 1] + wide)
+    assert await store.take("t1") is None
+    assert len(forged) == 4
+
+
+def seal_by_hand(key: str, body: bytes) -> bytes:
+    """What a holder of the secret would store (the format, written out independently)."""
+    seal_key = hmac.digest(SECRET, b"connectome-sse/ticket-grant-seal/v1", hashlib.sha256)
+    mac = hmac.new(seal_key, key.encode() + b"\n" + body, hashlib.sha256).hexdigest()
+    return mac.encode() + b":" + body
+
+
+def test_the_seal_format() -> None:
+    key = SEAL.key("t")
+    original = grant()
+    body = json.dumps(original.to_json(), sort_keys=True, separators=(",", ":")).encode()
+    assert SEAL.seal(key, original) == seal_by_hand(key, body)
+    assert SEAL.open(key, seal_by_hand(key, body)) == original
+
+
+@pytest.mark.parametrize("exp", ["NaN", "Infinity", "-Infinity"])
+def test_a_sealed_grant_with_a_non_finite_exp_is_refused(exp: str) -> None:
+    key = SEAL.key("t")
+    body = b'{"events":null,"exp":%s,"sub":null}' % exp.encode()
+    with pytest.raises(ValueError, match="finite"):
+        SEAL.open(key, seal_by_hand(key, body))
+
+
+def test_the_key_names_no_ticket_and_depends_on_the_secret() -> None:
+    ticket = "a" * 43
+    other = TicketSeal(b"another-secret-0123456789abcdef-012")
+    assert SEAL.key(ticket) != other.key(ticket)
+    digest = SEAL.key(ticket)[len(KEY_PREFIX) :]
+    assert digest != hashlib.sha256(ticket.encode()).hexdigest() and ticket not in digest
 
 
 def test_slots_per_address_are_freed_on_exit() -> None:
