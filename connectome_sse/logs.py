@@ -1,26 +1,70 @@
 """Log setup shared by every process, and a limiter for lines that bad input can repeat.
 
-One line per record, to stderr. A flood of malformed messages or signals must
-not become a flood of log lines: such lines go through ``RateLimitedLog``,
-which lets one line per key through per interval and says, on the next line
-it lets through, how many it held back.
+One line per record, to stderr: text, or one JSON object per line (``LOG_FORMAT=json``)
+with the same fields, plus any passed as ``extra=`` (the stream open/close lines do).
+A flood of malformed messages or signals must not become a flood of log lines: such
+lines go through ``RateLimitedLog``, which lets one line per key through per interval
+and says, on the next line it lets through, how many it held back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
+
+# What every LogRecord has; anything else on a record came in through ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s",
-        force=True,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, pid, logger, message, extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        # default=str: an odd extra value must never cost the line; allow_nan=False: strict.
+        try:
+            return json.dumps(entry, default=str, allow_nan=False, ensure_ascii=False)
+        except ValueError:  # a NaN or infinity somewhere: written as text instead
+            return json.dumps(_finite(entry), default=str, allow_nan=False, ensure_ascii=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 class RateLimitedLog:

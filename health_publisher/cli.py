@@ -32,7 +32,10 @@ async def serve(settings: PublisherSettings, install_signal_handlers: bool = Tru
             loop.add_signal_handler(sig, stop.set)
     await publisher.run(stop)
     logging.getLogger("health_publisher").info(
-        "stopped: %d events published, %d bad signals", publisher.published, publisher.bad_signals
+        "stopped: %d events published, %d bad signals%s",
+        publisher.published,
+        publisher.bad_signals,
+        "" if publisher.ever_led else " (stood by the whole time: another publisher led)",
     )
 
 

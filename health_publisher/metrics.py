@@ -1,32 +1,50 @@
-"""Prometheus metrics of one publisher, in a registry of its own (tests run several at once)."""
+"""Prometheus metrics of one publisher, in a registry of its own (tests run several at once).
+
+Every name starts with ``health_publisher_``; ``process_*`` come from prometheus-client's
+process collector. No ``*_created`` series (see ``sse_gateway.metrics``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
+
+PREFIX = "health_publisher_"
 
 
 class PublisherMetrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.signals_applied = Counter(
-            "health_signals_applied", "Stream entries applied to the aggregator", registry=r
+            PREFIX + "signals_applied", "Stream entries applied to the aggregator", registry=r
         )
         self.signals_bad = Counter(
-            "health_signals_bad", "Stream entries refused, by reason", ["reason"], registry=r
+            PREFIX + "signals_bad", "Stream entries refused, by reason", ["reason"], registry=r
         )
         self.signals_replayed = Counter(
-            "health_signals_replayed", "History entries replayed on taking over", registry=r
+            PREFIX + "signals_replayed", "History entries replayed on taking over", registry=r
         )
         self.events_published = Counter(
-            "health_events_published", "connectome_health events published", ["state"], registry=r
+            PREFIX + "events_published",
+            "connectome_health events published by this process, by status",
+            ["state"],
+            registry=r,
         )
-        self.leader = Gauge("health_publisher_leader", "1 while this process leads", registry=r)
+        self.leader = Gauge(PREFIX + "leader", "1 while this process leads", registry=r)
         self.leadership_changes = Counter(
-            "health_publisher_leadership_changes", "Leadership gained or lost", registry=r
+            PREFIX + "leadership_changes", "Leadership gained or lost", registry=r
         )
         self.redis_reconnects = Counter(
-            "health_publisher_redis_reconnects", "Redis connections lost", registry=r
+            PREFIX + "redis_reconnects", "Redis connections lost", registry=r
         )
 
     def serve(self, port: int, host: str) -> None:

@@ -95,11 +95,19 @@ MAX_REPLAY = 200_000
 REPLAY_BUDGET_S = 1.0
 COMPACT_SCAN = 10_000
 HOUSEKEEPING_EVERY_S = 10.0
+STANDBY_REPORT_S = 30.0  # a standby looks up who leads at most this often
 MAX_SEQ = 2**64 - 1
 
 
 class PublisherMisconfigured(Exception):
     """Redis refused us for a reason only a setting can cure; the message is one line."""
+
+
+def lease_holder_name(token: bytes | None) -> str | None:
+    """The consumer name in a lease token (``<consumer>:<random>``), for log lines."""
+    if token is None:
+        return None
+    return token.decode("utf-8", "replace").rsplit(":", 1)[0]
 
 
 def make_client(settings: PublisherSettings) -> aioredis.Redis:
@@ -166,6 +174,9 @@ class HealthPublisher:
         self.unacked: list[bytes] = []  # applied, acknowledged by the next (fenced) read
         self.checkpointed_id: bytes | None = None
         self.next_housekeeping_at = 0.0
+        self.ever_led = False
+        self.next_standby_report_at = 0.0
+        self.standby_reported_holder: str | None = None
         self.bad_log = RateLimitedLog(log)
         self.redis_log = RateLimitedLog(log)
         self.worked = False  # a step went through: configuration errors are retried from now
@@ -213,9 +224,11 @@ class HealthPublisher:
             await self._lease_step()
             if not self.lease.held():
                 self._set_leader(False, "lease held by another publisher")
+                await self._announce_standby()
                 self.worked = True
                 return max(0.0, self.next_acquire_at - self.mono())
-            self._set_leader(True, "lease acquired")
+            if not self.leader:
+                self._set_leader(True, self._taking_over())
             if self.needs_recovery:
                 await self._recover()
             await self._read_and_apply()
@@ -350,6 +363,30 @@ class HealthPublisher:
         self.next_renew_at = now + self.renew_every
         return await self.lease.renew()
 
+    async def _announce_standby(self) -> None:
+        """Say who leads while we stand by: at once, and again when the leader changes
+        (looked up every ``STANDBY_REPORT_S``, not at every acquire attempt)."""
+        now = self.mono()
+        if now < self.next_standby_report_at:
+            return
+        self.next_standby_report_at = now + STANDBY_REPORT_S
+        holder = lease_holder_name(await self.lease.holder())
+        if holder == self.standby_reported_holder:
+            return
+        self.standby_reported_holder = holder
+        log.info(
+            "standing by: %s leads (lease %s); this publisher takes over if it stops renewing",
+            holder or "no publisher",
+            self.lease.key,
+        )
+
+    def _taking_over(self) -> str:
+        previous, self.standby_reported_holder = self.standby_reported_holder, None
+        self.next_standby_report_at = 0.0
+        if previous:
+            return f"lease acquired: taking over from {previous}"
+        return "lease acquired"
+
     def _set_leader(self, leader: bool, why: str, quiet: bool = False) -> None:
         if leader == self.leader:
             return
@@ -358,6 +395,7 @@ class HealthPublisher:
         self.metrics.leader.set(1 if leader else 0)
         self.metrics.leadership_changes.inc()
         if leader:
+            self.ever_led = True
             self.needs_recovery = True
             log.info("leadership gained (%s); consumer=%s", why, self.consumer)
         elif not quiet:
@@ -434,8 +472,13 @@ class HealthPublisher:
             # Applied but not yet in a published checkpoint: a successor must count it.
             keep_from = self.checkpointed_id.decode()
         done = await self.reader.housekeeping(keep_from, 2 * self.settings.publisher_lease_ms)
-        if done.trimmed or done.removed_consumers:
+        if done.removed_consumers:
+            # Another publisher's consumer went away: worth an operator's eye.
             log.info(
+                "consumers of stopped publishers removed: %s", ", ".join(done.removed_consumers)
+            )
+        if done.trimmed:
+            log.debug(
                 "housekeeping: %d old entries trimmed (kept from %s), consumers removed: %s",
                 done.trimmed,
                 keep_from,

@@ -9,10 +9,16 @@ dead: uvicorn's supervisor replaces a killed worker without telling
 prometheus-client, so every scrape first marks the files of workers that no
 longer run (``mark_process_dead``, the hook prometheus-client documents for
 exactly this). Counters of a dead worker stay in the sum, as counters must.
+
+Each HELP text says how the workers combine. ``process_*`` describe this
+process (one worker: prometheus-client's process collector); with several
+workers each one reports its own, labelled ``pid``. No ``*_created`` series:
+multiprocess mode cannot make them, so one worker does not either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -23,6 +29,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -31,26 +39,41 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Files of live gauges, one per process: gauge_livesum_<pid>.db, gauge_livemin_<pid>.db...
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
+PROCESS_SAMPLE_S = 5.0
 _FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; see above
         # In multiprocess mode samples go to files, not to a registry.
         reg = None if multiprocess() else (registry or CollectorRegistry())
         self.registry = reg
+        self.process: _WorkerProcessGauges | None = None
+        if reg is not None:
+            ProcessCollector(registry=reg)
+        else:
+            self.process = _WorkerProcessGauges()
         self.open_streams = Gauge(
-            "sse_open_streams", "SSE streams open now", registry=reg, multiprocess_mode="livesum"
+            "sse_open_streams",
+            f"SSE streams open now{_SUMMED}",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.redis_up = Gauge(
             "sse_redis_up",
-            "1 while the Redis subscription is live",
+            "1 while the Redis subscription is live (with several workers: 0 if any is down)",
             registry=reg,
             multiprocess_mode="livemin",
         )
-        self.streams_opened = Counter("sse_streams_opened", "SSE streams opened", registry=reg)
+        self.streams_opened = Counter(
+            "sse_streams_opened", f"SSE streams opened{_SUMMED}", registry=reg
+        )
         self.streams_rejected = Counter(
-            "sse_streams_rejected", "SSE streams refused", ["reason"], registry=reg
+            "sse_streams_rejected",
+            f"SSE streams refused, by reason{_SUMMED}",
+            ["reason"],
+            registry=reg,
         )
         self.tickets_refused = Counter(
             "sse_tickets_refused",
@@ -59,50 +82,98 @@ class GatewayMetrics:
             registry=reg,
         )
         self.events_relayed = Counter(
-            "sse_events_relayed", "channel messages relayed to clients", registry=reg
+            "sse_events_relayed", f"channel messages relayed to clients{_EACH}", registry=reg
         )
         self.frames_delivered = Counter(
-            "sse_frames_delivered", "event frames handed to client streams", registry=reg
+            "sse_frames_delivered", f"event frames handed to client streams{_SUMMED}", registry=reg
         )
         self.events_dropped = Counter(
-            "sse_events_dropped", "channel messages dropped", ["reason"], registry=reg
+            "sse_events_dropped",
+            f"channel messages dropped, by reason{_EACH}",
+            ["reason"],
+            registry=reg,
         )
         self.slow_clients_cut = Counter(
-            "sse_slow_clients_cut", "clients cut for falling behind", registry=reg
+            "sse_slow_clients_cut", f"clients cut for falling behind{_SUMMED}", registry=reg
         )
         self.redis_reconnects = Counter(
-            "sse_redis_reconnects", "Redis subscription re-established", registry=reg
+            "sse_redis_reconnects",
+            "Redis subscription re-established (each worker process holds its own "
+            "subscription: summed over them)",
+            registry=reg,
         )
         self.events_conflated = Counter(
             "sse_events_conflated",
-            "queued latest-only events replaced by a newer one for a slow client",
+            f"queued latest-only events replaced by a newer one for a slow client{_SUMMED}",
             registry=reg,
         )
         self.catch_up_failed = Counter(
             "sse_catch_up_failed",
-            "new streams' openings that could not confirm this process had caught up with Redis",
+            "new streams' openings that could not confirm this process had caught up with "
+            f"Redis{_SUMMED}",
             registry=reg,
         )
         self.health_age = Gauge(
             "sse_health_age_seconds",
-            "seconds since the newest connectome_health was relayed (since start before the first)",
+            "seconds since the newest connectome_health was relayed (since start before the "
+            "first; with several workers, the oldest of theirs)",
             registry=reg,
             multiprocess_mode="livemax",
         )
         self.fanout_latency = Histogram(
             "sse_fanout_latency_seconds",
-            "time to hand one event to every subscribed stream",
+            f"time to hand one event to every subscribed stream{_SUMMED}",
             buckets=_FANOUT_BUCKETS,
             registry=reg,
         )
 
+    async def sample_process_forever(self, every: float = PROCESS_SAMPLE_S) -> None:
+        """Keep this worker's ``process_*`` gauges fresh (multiprocess mode only): a scrape
+        is answered by one worker, which cannot sample the others."""
+        if self.process is None:
+            return
+        while True:
+            self.process.sample()
+            await asyncio.sleep(every)
+
     def render(self) -> tuple[bytes, str]:
         if self.registry is not None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.process is not None:
+            self.process.sample()  # the other workers sample theirs on their own tick
         forget_dead_workers(os.environ[MULTIPROC_ENV])
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+_SUMMED = " (all worker processes of this gateway summed)"
+_EACH = (
+    " (every worker process relays each message, so with N workers the sum counts "
+    "each message N times)"
+)
+
+
+class _WorkerProcessGauges:
+    """``process_*`` of one worker in multiprocess mode, where collectors cannot run: the
+    process collector's own samples, copied into gauges that keep one series per pid."""
+
+    def __init__(self) -> None:
+        self._collector = ProcessCollector(registry=None)
+        self._gauges: dict[str, Gauge] = {}
+
+    def sample(self) -> None:
+        for family in self._collector.collect():
+            for sample in family.samples:
+                gauge = self._gauges.get(sample.name)
+                if gauge is None:
+                    gauge = self._gauges[sample.name] = Gauge(
+                        sample.name,
+                        f"{family.documentation} (one series per worker process)",
+                        registry=None,
+                        multiprocess_mode="liveall",
+                    )
+                gauge.set(sample.value)
 
 
 def multiprocess() -> bool:

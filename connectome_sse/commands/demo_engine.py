@@ -17,6 +17,7 @@ import sys
 from connectome_sse.demo.engine import run_engine
 from connectome_sse.demo.scenario import TICKS_PER_SECOND, DemoConfig, DemoScenario
 from connectome_sse.logs import setup_logging
+from connectome_sse.redis_connect import startup_problem
 from connectome_sse.redis_target import RedisTarget
 from connectome_sse.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsError, load_settings
 
@@ -100,7 +101,20 @@ async def _main(args: argparse.Namespace, target: RedisTarget, config: DemoConfi
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_engine(DemoScenario(config), target, stop, maxlen=args.maxlen, duration=args.duration)
+    problem = await startup_problem(target)
+    if problem is not None:  # a setting must change: retrying cannot help
+        print(f"demo-engine: cannot start: {problem}", file=sys.stderr)
+        return 1
+    written = await run_engine(
+        DemoScenario(config), target, stop, maxlen=args.maxlen, duration=args.duration
+    )
+    if written == 0:
+        # Never exit 0 having done nothing: a script waiting on it must know.
+        print(
+            f"demo-engine: wrote nothing: Redis at {target.display()} never took a signal",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from connectome_sse.contract import SIGNALS_STREAM
 from health_publisher.signals import parse_signal
+from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess, console_script
 from tests.support.publisher import ChannelRecorder, publisher_process
 from tests.support.redis_server import RedisServer
@@ -88,3 +90,20 @@ def test_with_a_publisher_the_status_moves_through_ok_warn_and_error(
     finally:
         engine.stop()
         publisher.stop()
+
+
+def test_an_engine_that_never_reached_redis_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    argv = console_script(
+        "connectome-sse",
+        "demo-engine",
+        "--redis-url",
+        f"redis://127.0.0.1:{port}/0",
+        "--duration",
+        "1.5",
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    final = [line for line in result.stderr.splitlines() if line.startswith("demo-engine:")]
+    url = f"redis://127.0.0.1:{port}/0"
+    assert final == [f"demo-engine: wrote nothing: Redis at {url} never took a signal"]

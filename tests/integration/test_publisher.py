@@ -7,6 +7,7 @@ test_publisher_processes.py.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.support.publisher import (
     xadd,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +205,24 @@ async def test_a_bug_applying_one_signal_costs_that_signal_only(
         assert payload.attention.plateau_seconds == 0.0
         assert publisher.bad_signals == 1
         assert group_info(sync)["pending"] == 0
+
+
+async def test_routine_housekeeping_is_logged_at_debug_not_info(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=10)
+    await client.delete(SIGNALS_STREAM)
+    # Entries far older than the window: the first housekeeping trims them.
+    for seq in range(1, 201):
+        await client.xadd(SIGNALS_STREAM, {"kind": "plateau", "seconds": "1"}, id=f"1-{seq}")
+    caplog.set_level(logging.DEBUG, logger="health_publisher")
+    async with running_publisher(redis_server.url, FAST):
+        await async_wait_for(lambda: _trimmed(client), what="old entries trimmed")
+    trimmed = [r for r in caplog.records if "housekeeping" in r.getMessage()]
+    assert trimmed, "the trim is still logged, at debug"
+    assert all(r.levelno == logging.DEBUG for r in trimmed)
+    await client.aclose()
+
+
+async def _trimmed(client: aioredis.Redis) -> bool:
+    return int(await client.xlen(SIGNALS_STREAM)) < 100

@@ -182,6 +182,12 @@ def test_sigterm_hands_the_lease_over_without_waiting_for_it_to_expire(
         with ChannelRecorder(redis_server) as recorder:
             leader, standby = leader_and_standby(procs, redis_server)
             recorder.wait(lambda p: True, what="a first event")
+            leader_name = "pub-a" if leader is procs["pub-a"] else "pub-b"
+            # A standby says that it stands by, and who leads.
+            wait_for(
+                lambda: f"standing by: {leader_name} leads" in standby.log(),
+                what="the standby's announcement",
+            )
             leader.signal(signal.SIGTERM)
             stopped_at = time.monotonic()
             assert leader.wait(timeout=10) == 0
@@ -189,7 +195,10 @@ def test_sigterm_hands_the_lease_over_without_waiting_for_it_to_expire(
             print(f"\nhandover on SIGTERM: {at - stopped_at:.2f}s")
             assert at - stopped_at < 30
             assert "leadership released" in leader.log()
-            assert "leadership gained" in standby.log()
+            assert f"leadership gained (lease acquired: taking over from {leader_name})" in (
+                standby.log()
+            )
+            assert "stood by the whole time" not in leader.log()
     finally:
         for proc in procs.values():
             proc.stop()
@@ -218,6 +227,23 @@ def test_a_paused_leader_is_replaced_and_never_publishes_again_as_a_second_leade
             rate = (len(times) - 1) / (times[-1] - times[0])
             assert rate < 1.5 / interval, f"{rate:.2f} events/s: two leaders after the pause"
             assert leader.alive()
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+def test_a_publisher_that_only_stood_by_says_so_when_it_stops(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    procs = two_publishers(redis_server, tmp_path, {})
+    try:
+        leader, standby = leader_and_standby(procs, redis_server)
+        wait_for(lambda: "standing by:" in standby.log(), what="the standby's announcement")
+        standby.signal(signal.SIGTERM)
+        assert standby.wait(timeout=10) == 0
+        assert "0 events published" in standby.log()
+        assert "stood by the whole time" in standby.log()
+        assert "leadership" not in standby.log()
     finally:
         for proc in procs.values():
             proc.stop()
