@@ -77,7 +77,8 @@ class GatewayMetrics:
         )
         self.tickets_refused = Counter(
             "sse_tickets_refused",
-            "tickets refused: rate_limited (minting), forged (a stored grant not sealed by us)",
+            "tickets refused: rate_limited (minting), forged (a stored grant not sealed by us)"
+            f"{_SUMMED}",
             ["reason"],
             registry=reg,
         )
