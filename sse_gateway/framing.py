@@ -14,6 +14,7 @@ same way, so it cannot carry a line break either.
 
 from __future__ import annotations
 
+import json
 import re
 
 from connectome_sse.contract import is_valid_event_name
@@ -31,6 +32,12 @@ def encode_event(event: str, data: str, event_id: str | None = None) -> bytes:
     if not is_valid_event_name(event_id):
         raise ValueError(f"invalid event id {event_id!r}")
     return f"id: {event_id}\nevent: {event}\ndata: {body}\n\n".encode()
+
+
+def encode_json_event(event: str, value: object) -> bytes:
+    """A gateway-made event whose data is ``value`` as strict JSON (no NaN or Infinity,
+    which a browser's ``JSON.parse`` rejects): raises ValueError rather than write them."""
+    return encode_event(event, json.dumps(value, allow_nan=False))
 
 
 class Frame:

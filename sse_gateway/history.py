@@ -1,57 +1,37 @@
-"""Event ids and the per-process history a stream resumes from (SPEC "Event ids and resume").
+"""Event ids and the per-process history a stream resumes from.
 
-Why an id derived from the message itself. Every gateway replica subscribes
-to the same Redis channels and sees the same messages, raw ``redis-cli
-publish`` included, but nothing a replica could count (a sequence number,
-a clock) is shared between replicas. The message is: so the id is a hash of
-the event name and the data bytes (BLAKE2b, 8 bytes, 16 hex digits), and
-every replica gives the same message the same id without talking to Redis or
-to the others, and without asking publishers to add anything. A snapshot
-holds the same bytes as the message that set it (the publisher writes both
-in one script), so a snapshot carries the id of that message and a browser's
-last id advances through snapshots too. Sixty-four bits make an accidental
-collision among the few thousand ids a history holds vanishingly unlikely
-(about n²/2⁶⁵).
+An id is a hash of the event name and the data bytes, so every replica gives
+the same message the same id without talking to the others. The history
+keeps, per event type, the newest ``size`` entries (seq, id, frame), and
+``replay`` returns what a stream missed after an id, or None when it cannot
+say exactly (the stream gets ``resync``): an id relayed more than once
+(ambiguous), an id of a type outside what the stream may see, or an event
+after it that has already left the history. Never a silent gap.
 
-Why a per-process ring rather than a Redis-side history. A Redis history
-(a stream or list per type) would cost a write per event on the publisher's
-side, or a gateway that writes, and would not cover raw publishes. A ring
-per process costs nothing but memory, and the frames in it are the very
-``Frame`` objects the fan-out already built (references, not copies).
-
-What the id cannot tell apart: the same (event, data) relayed twice (two
-identical raw publishes). An id seen more than once in the history is
-*ambiguous*: resuming from it cannot know which copy the client had, so it
-is treated as unknown (``resync``): loud, never a silent gap or a duplicate.
-A resume is also refused (``None`` from ``replay``) when an event of a
-selected, ordinary type after the id has already left the ring; for
-latest-only types only the newest one matters, so their evictions never
-force a resync.
-
-Ordering: ``seq`` is a process-local counter across all types, so a replay
-merges the types in the order this process relayed them.
-
-Memory: for a latest-only type only its newest frame is kept (a replay never
-needs an older one); its older entries keep just their seq and id, so a
-client that last saw one of them can still resume. For other types at most
-``size`` frames per type, at most ``MAX_TYPES`` types (the
-least recently relayed type is forgotten first), and at most ``max_bytes``
-of frame bytes in all (the oldest frame of any type goes first). The frames
-are shared with the fan-out and with clients' queues.
+Memory is capped by ``max_bytes``, counted as what the history really holds:
+each entry's tuple, id, seq and index slot, and each frame's object, bytes and
+chunk (constants measured with ``tracemalloc``). A latest-only type keeps only
+its newest frame; its older entries keep just their seq and id.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 
 from sse_gateway.framing import Frame
 
 MAX_TYPES = 64
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
-Entry = tuple[int, str, Frame | None]  # (seq, id, frame; None once a newer latest-only one came)
+# Measured on CPython 3.11 (tests/unit/test_history.py checks the total against tracemalloc):
+# an entry's 4-tuple, its id string, its seq int, its deque slot and its slot in the id index;
+ENTRY_COST = 224
+# a frame's object, the headers of its two bytes objects and of its event name.
+FRAME_COST = 168
+
+# (seq, id, frame: None once a newer latest-only one came, event type)
+Entry = tuple[int, str, Frame | None, str]
 
 
 def event_id(event: str, data: bytes) -> str:
@@ -60,6 +40,11 @@ def event_id(event: str, data: bytes) -> str:
     digest.update(b"\0")
     digest.update(data)
     return digest.hexdigest()
+
+
+def frame_cost(frame: Frame) -> int:
+    """Bytes a frame holds beyond its entry: the object, its data and chunk, its event name."""
+    return FRAME_COST + len(frame.data) + len(frame.chunk) + len(frame.event or "")
 
 
 class History:
@@ -74,122 +59,130 @@ class History:
         self.latest_only = latest_only
         self.max_types = max_types
         self.max_bytes = max_bytes
-        self.bytes = 0
         self._seq = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything: every id is unknown from now on (a resume gets ``resync``)."""
+        self.bytes = 0
         # Least recently relayed type first: the one forgotten when a new type exceeds the cap.
         self._types: OrderedDict[str, deque[Entry]] = OrderedDict()
-        self._count: dict[str, int] = {}  # id -> copies in the ring (more than one: ambiguous)
-        self._seq_of: dict[str, int] = {}  # id -> seq of its newest copy
-        self._evicted: dict[str, int] = {}  # type -> seq of its newest evicted entry
-        self._forgotten = 0  # seq of the newest entry of a type forgotten whole
+        self._newest: dict[str, Entry] = {}  # id -> its newest entry
+        self._copies: dict[str, int] = {}  # id -> older copies still held (ambiguous ids only)
+        self._evicted: dict[str, int] = {}  # type held -> seq of its newest evicted entry
+        # Resumes from before this seq are refused: a whole type, or the oldest entries, left.
+        self._forgotten = self._seq
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._types.values())
 
     def add(self, event: str, frame: Frame) -> None:
         """Record ``frame`` (which carries its id) as the newest of ``event``."""
-        assert frame.event_id is not None
+        ident = frame.event_id
+        assert ident is not None
         if self.size <= 0:
             return
         self._seq += 1
         entries = self._types.get(event)
         if entries is None:
             if len(self._types) >= self.max_types:
-                self._forget_oldest_type()
+                self._forget_type(next(iter(self._types)))
             entries = self._types[event] = deque()
         else:
             self._types.move_to_end(event)
-            seq, old_id, old = entries[-1]
-            if event in self.latest_only and old is not None:
-                entries[-1] = (seq, old_id, None)  # only the newest is ever replayed
-                self.bytes -= len(old.data)
-        if len(entries) >= self.size:
-            self._evict(event, entries)
-        entries.append((self._seq, frame.event_id, frame))
-        self.bytes += len(frame.data)
-        self._count[frame.event_id] = self._count.get(frame.event_id, 0) + 1
-        self._seq_of[frame.event_id] = self._seq
-        while self.bytes > self.max_bytes and self.bytes > len(frame.data):
+            event = entries[-1][3]  # one name string per type, not one per entry
+            if event in self.latest_only:
+                self._drop_frame(entries)
+            if len(entries) >= self.size:
+                self._evicted[event] = self._evict_first(entries)
+        entry = (self._seq, ident, frame, event)
+        entries.append(entry)
+        if ident in self._newest:
+            self._copies[ident] = self._copies.get(ident, 0) + 1
+        self._newest[ident] = entry
+        cost = ENTRY_COST + frame_cost(frame)
+        self.bytes += cost
+        while self.bytes > self.max_bytes and self.bytes > cost:
             self._evict_oldest()
 
     def newest_id(self, event: str) -> str | None:
         entries = self._types.get(event)
         return entries[-1][1] if entries else None
 
-    def lookup(self, last_id: str) -> int | None:
-        """The seq of ``last_id``; None when unknown or ambiguous (seen more than once)."""
-        if self._count.get(last_id) != 1:
+    def lookup(self, last_id: str, events: frozenset[str] | None = None) -> int | None:
+        """The seq of ``last_id``; None when unknown, ambiguous (held more than once), or of
+        a type outside ``events`` (None: every type): such an id is answered as unknown."""
+        entry = self._newest.get(last_id)
+        if entry is None or last_id in self._copies:
             return None
-        return self._seq_of[last_id]
+        if events is not None and entry[3] not in events:
+            return None
+        return entry[0]
 
-    def replay(
-        self, after: int, events: frozenset[str] | None, latest_only: frozenset[str]
-    ) -> list[Frame] | None:
+    def replay(self, after: int, events: frozenset[str] | None) -> list[Frame] | None:
         """Frames of the selected types relayed after seq ``after``, in relay order.
 
         Latest-only types give at most their newest one. None when an ordinary
-        event after ``after`` has already been evicted (the replay would have a gap).
+        event after ``after`` has already left the history (the replay would have a gap).
         """
         if self._forgotten > after:
             return None
         found: list[tuple[int, Frame]] = []
-        for event, entries in self._types.items():
-            if events is not None and event not in events:
-                continue
-            if event in latest_only:
-                seq, _, frame = entries[-1]
+        names = self._types if events is None else [e for e in events if e in self._types]
+        for event in names:
+            entries = self._types[event]
+            if event in self.latest_only:
+                seq, _, frame, _ = entries[-1]
                 if seq > after and frame is not None:
                     found.append((seq, frame))
                 continue
             if self._evicted.get(event, 0) > after:
                 return None
-            found.extend((seq, frame) for seq, _, frame in _newer(entries, after) if frame)
+            for seq, _, frame, _ in reversed(entries):
+                if seq <= after:
+                    break
+                if frame is not None:
+                    found.append((seq, frame))
         found.sort(key=lambda item: item[0])
         return [frame for _, frame in found]
 
-    def _evict(self, event: str, entries: deque[Entry]) -> None:
-        seq, old_id, frame = entries.popleft()
-        if frame is not None:
-            self.bytes -= len(frame.data)
-        self._evicted[event] = seq
-        left = self._count[old_id] - 1
-        if left:
-            self._count[old_id] = left  # the newer copy stays, and _seq_of already names it
+    def _drop_frame(self, entries: deque[Entry]) -> None:
+        # Only the newest frame of a latest-only type is ever replayed: keep the id alone.
+        seq, ident, frame, event = entries[-1]
+        if frame is None:
+            return
+        kept = (seq, ident, None, event)
+        entries[-1] = kept
+        self._newest[ident] = kept  # the newest of its type is the newest copy of its id
+        self.bytes -= frame_cost(frame)
+
+    def _evict_first(self, entries: deque[Entry]) -> int:
+        """Drop the oldest entry of a type; returns its seq."""
+        seq, ident, frame, _ = entries.popleft()
+        self.bytes -= ENTRY_COST + (0 if frame is None else frame_cost(frame))
+        older = self._copies.get(ident, 0)
+        if older > 1:
+            self._copies[ident] = older - 1  # a newer copy stays, and _newest names it
+        elif older == 1:
+            del self._copies[ident]
         else:
-            del self._count[old_id]
-            del self._seq_of[old_id]
+            del self._newest[ident]
+        return seq
 
     def _evict_oldest(self) -> None:
-        # The type whose oldest frame is the oldest (entries without a frame free nothing).
-        event = min(
-            (name for name, entries in self._types.items() if _oldest_frame(entries)),
-            key=lambda name: _oldest_frame(self._types[name]),
-        )
+        # The oldest entry of all: whatever is older than it is gone already, so no id
+        # still known can have an evicted event after it from here.
+        event = min(self._types, key=lambda name: self._types[name][0][0])
         entries = self._types[event]
-        while entries and entries[0][2] is None:  # frameless entries before it go with it
-            self._evict(event, entries)
-        self._evict(event, entries)
+        self._forgotten = max(self._forgotten, self._evict_first(entries))
         if not entries:
             del self._types[event]
+            self._evicted.pop(event, None)
 
-    def _forget_oldest_type(self) -> None:
-        event, entries = self._types.popitem(last=False)
+    def _forget_type(self, event: str) -> None:
+        entries = self._types.pop(event)
+        newest = entries[-1][0]
         while entries:
-            self._evict(event, entries)
-        self._forgotten = max(self._forgotten, self._evicted.pop(event, 0))
-
-
-def _newer(entries: deque[Entry], after: int) -> Iterable[Entry]:
-    """The entries after seq ``after``, oldest first (walks back from the newest)."""
-    newer: list[Entry] = []
-    for entry in reversed(entries):
-        if entry[0] <= after:
-            break
-        newer.append(entry)
-    newer.reverse()
-    return newer
-
-
-def _oldest_frame(entries: deque[Entry]) -> int:
-    """The seq of the oldest entry that still holds a frame; 0 when none does."""
-    return next((seq for seq, _, frame in entries if frame is not None), 0)
+            self._evict_first(entries)
+        self._evicted.pop(event, None)
+        self._forgotten = max(self._forgotten, newest)

@@ -1,4 +1,4 @@
-"""Publisher liveness (SPEC "Publisher liveness"): the age of the newest health, and staleness.
+"""Publisher liveness: the age of the newest health, and staleness.
 
 Redis can be up and the gateway fine while the publisher has died: the
 stream then goes quiet, and a quiet stream looks like a healthy one. So the
@@ -10,17 +10,19 @@ ends the state without an event of its own (the health itself says so).
 
 Before the first health the clock runs from the gateway's start: a gateway
 that starts while every publisher is down reports it ``stale_after`` seconds
-later, with ``last_ts`` null.
+later, with ``last_ts`` null. A ``ts`` no finite float can hold (NaN,
+Infinity, an integer of hundreds of digits) counts as absent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 
 from connectome_sse.contract import HEALTH_STALE_EVENT
-from sse_gateway.framing import Frame, encode_event
+from sse_gateway.framing import Frame, encode_json_event
 
 
 class Liveness:
@@ -32,10 +34,10 @@ class Liveness:
         self.last_ts: float | None = None
         self.stale = False
 
-    def record(self, data: bytes) -> None:
-        """A health was relayed now; ``data`` is its payload (its ``ts`` is kept if it has one)."""
+    def record(self, ts: float | None) -> None:
+        """A health was relayed now; ``ts`` is its payload's (``payload_ts``)."""
         self.last_at = self.clock()
-        self.last_ts = payload_ts(data)
+        self.last_ts = ts
         self.stale = False
 
     def age(self) -> float | None:
@@ -62,14 +64,19 @@ class Liveness:
         return None if age is None else round(age, 1)
 
     def stale_frame(self) -> Frame:
-        data = json.dumps({"age": round(self.silent_for(), 1), "last_ts": self.last_ts})
-        return Frame(encode_event(HEALTH_STALE_EVENT, data))
+        value = {"age": round(self.silent_for(), 1), "last_ts": self.last_ts}
+        return Frame(encode_json_event(HEALTH_STALE_EVENT, value))
 
 
 def payload_ts(data: bytes) -> float | None:
-    """The ``ts`` of a health payload, or None when it has none (raw publishes may not)."""
+    """The ``ts`` of a health payload as a finite float; None when it has none (raw
+    publishes may not) or one no float can hold. Never raises, whatever ``data`` is."""
     try:
-        ts = json.loads(data).get("ts")
-    except (ValueError, AttributeError):
+        payload = json.loads(data)
+        ts = payload.get("ts") if isinstance(payload, dict) else None
+        if not isinstance(ts, int | float) or isinstance(ts, bool):
+            return None
+        value = float(ts)
+    except (ValueError, OverflowError, RecursionError):
         return None
-    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+    return value if math.isfinite(value) else None

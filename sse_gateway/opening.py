@@ -4,8 +4,10 @@ A stream that comes with ``Last-Event-ID`` (the header, or ``?lastEventId=``
 for clients that cannot set headers) and whose id this process knows gets
 the events it missed, from the relay's history, and no snapshots: the replay
 brings it up to date. An unknown or ambiguous id gets ``event: resync`` and
-then the snapshots, as a new stream does: never a silent gap. While publisher
-health is stale, the stream then gets ``health_stale``.
+then the snapshots, as a new stream does: never a silent gap. So does the id
+of an event the stream may not see (outside its ``events``), by the same path
+and the same wait below, so that a guessed id reveals nothing. While
+publisher health is stale, the stream then gets ``health_stale``.
 
 Exactly once around the replay. The stream subscribed before the replay is
 taken, and every frame relayed since then waits in its queue; all of those

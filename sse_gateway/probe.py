@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 
 from connectome_sse.contract import PROBE_EVENT
-from sse_gateway.framing import Frame, encode_event
+from sse_gateway.framing import Frame, encode_json_event
 from sse_gateway.hub import Subscriber
 
 PROBE_PARAMETER = "probe"
@@ -40,7 +39,7 @@ def probe_requested(values: list[str]) -> bool:
 
 
 def probe_frame(n: int, ts: float) -> Frame:
-    return Frame(encode_event(PROBE_EVENT, json.dumps({"n": n, "ts": round(ts, 3)})))
+    return Frame(encode_json_event(PROBE_EVENT, {"n": n, "ts": round(ts, 3)}))
 
 
 class ProbeSchedule:

@@ -1,10 +1,13 @@
 """The Redis EventSource: one pattern subscription per process, and the snapshot reads.
 
 We own the reconnect loop instead of trusting the client library's: every
-failure is logged (rate-limited), followed by a capped jittered backoff and a
-fresh connection. The backoff is reset only once a subscription has stayed
-up for ``stable_after`` seconds, so a Redis that accepts and then drops
-connections is backed off instead of hammered (issue 16, item 10). Nothing
+failure is logged (rate-limited) and followed by a fresh connection. Only
+failed attempts back off (capped, jittered): a connect, an AUTH or a
+SUBSCRIBE that fails, or a subscription lost within ``stable_after`` seconds
+of being made (a Redis that accepts and drops at once). A subscription that
+worked longer and is cut (``CLIENT KILL``, an output-buffer limit, a
+half-open socket) is remade at once, after a jitter of at most
+``RESUBSCRIBE_JITTER``: every instant unsubscribed is events lost. Nothing
 but cancellation ends ``run``: an unexpected error is logged and treated
 like a lost connection.
 
@@ -53,6 +56,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -107,6 +111,11 @@ SENTINEL_LIVENESS_INTERVAL = 2.0
 CATCH_UP_TIMEOUT_S = 2.0
 # While waiting to reconnect on Sentinel: how often to ask whether a failover is done.
 FAILOVER_POLL_S = 0.25
+# A subscription that lived this long worked: its loss is answered at once, not backed off.
+STABLE_AFTER_S = 0.25
+# At most this long before remaking a subscription that worked, so that the gateways a
+# Redis-wide cut hit do not all reconnect in the same instant.
+RESUBSCRIBE_JITTER = 0.02
 
 
 class SubscriptionMisplaced(ConnectionError):
@@ -127,7 +136,7 @@ class RedisSource:
         probe_timeout: float = 5.0,
         command_timeout: float = 5.0,
         backoff: Backoff | None = None,
-        stable_after: float = 10.0,
+        stable_after: float = STABLE_AFTER_S,
         liveness_interval: float | None = None,
         catch_up_timeout: float = CATCH_UP_TIMEOUT_S,
     ) -> None:
@@ -146,8 +155,7 @@ class RedisSource:
         self.probe_timeout = probe_timeout
         self.command_timeout = command_timeout
         self.backoff = backoff or Backoff(base=0.1, cap=5.0)
-        # A subscription that lasted this long was a stable one: its loss starts the
-        # backoff from the beginning again.
+        # A subscription that lasted this long worked: its loss is no failed attempt.
         self.stable_after = stable_after
         # Snapshot reads share one small pool; the subscription has its own connection.
         # A pooled connection may have died with a Redis restart: one retry on a fresh one.
@@ -196,13 +204,16 @@ class RedisSource:
                 _notify(listener.on_connected)
                 await self._read(pubsub, listener)
             except Exception as exc:  # nothing but cancellation ends the reader
-                if subscribed_at is not None and (
+                worked = subscribed_at is not None and (
                     time.monotonic() - subscribed_at >= self.stable_after
-                ):
+                )
+                if worked or isinstance(exc, SubscriptionMisplaced):
+                    # Redis answered and the subscription worked (or the master is known
+                    # and answers): come back at once. Only a failed attempt backs off.
                     self.backoff.reset()
-                if isinstance(exc, SubscriptionMisplaced):
-                    self.backoff.reset()  # the master is known and answers: go there now
-                delay = self.backoff.next_delay()
+                    delay = random.uniform(0.0, RESUBSCRIBE_JITTER)
+                else:
+                    delay = self.backoff.next_delay()
                 if isinstance(exc, SubscriptionMisplaced):
                     log.warning("%s; resubscribing in %.2fs", exc, delay)
                 elif is_configuration_error(exc):

@@ -5,6 +5,9 @@ Redis boundary (event name, size, UTF-8), framed once, and the same bytes go
 to every subscriber. A bad message is counted, logged (rate-limited) and
 skipped; nothing a publisher sends can stop the relay, and neither can a bug
 below ``on_message``: it is caught per message and counted as ``internal``.
+A message's fate is decided once, before it enters the history or the hub:
+from then on it goes to both (a history that fails is cleared, so no replay
+can skip the message), relayed live and replayed alike.
 
 Its two tasks (the Redis reader and the ping tick) are supervised: one that
 ends is logged and restarted after a backoff, and until it runs again
@@ -36,7 +39,6 @@ state stale and broadcasts ``health_stale`` (and keeps the age gauge fresh).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
@@ -53,10 +55,10 @@ from connectome_sse.contract import (
     snapshot_key,
 )
 from connectome_sse.logs import RateLimitedLog
-from sse_gateway.framing import Frame, encode_event
+from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.history import History, event_id
 from sse_gateway.hub import Hub, Subscriber
-from sse_gateway.liveness import Liveness
+from sse_gateway.liveness import Liveness, payload_ts
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.snapshots import SharedCall, SnapshotReader
 from sse_gateway.source import EventSource, SourceUnavailable
@@ -67,7 +69,7 @@ _limited = RateLimitedLog(log)
 READER, PINGS, LIVENESS = "redis reader", "ping tick", "liveness watch"
 RESEND_SPACING = 5.0  # seconds between the starts of two snapshot re-sends
 LIVENESS_TICK = 0.5  # seconds between liveness checks: health_stale within stale_after + 0.5
-RESYNC_FRAME = Frame(encode_event(RESYNC_EVENT, json.dumps({"reason": "unknown_id"})))
+RESYNC_FRAME = Frame(encode_json_event(RESYNC_EVENT, {"reason": "unknown_id"}))
 
 
 class Relay:
@@ -178,20 +180,31 @@ class Relay:
                 log.error("traceback of the drop above", exc_info=exc)
 
     def _relay(self, channel: str, data: bytes) -> None:
+        # Everything that can drop a message runs here, before it reaches anyone.
         framed = self.frame(channel, data)
         if framed is None:
             return
         event, frame = framed
+        ts = payload_ts(data) if event == HEALTH_EVENT else None
         for live in self._live_watch:
             live.add(event)
-        self.history.add(event, frame)
-        if event == HEALTH_EVENT:
-            self.liveness.record(data)
         started = time.perf_counter()
-        delivered = self.hub.publish(event, frame)
+        delivered = self._commit(event, frame, ts)
         self.metrics.fanout_latency.observe(time.perf_counter() - started)
         self.metrics.events_relayed.inc()
         self.metrics.frames_delivered.inc(delivered)
+
+    def _commit(self, event: str, frame: Frame, ts: float | None) -> int:
+        """Relay a message already decided on: into the history and to every stream alike."""
+        try:
+            self.history.add(event, frame)
+        except Exception as exc:  # a bug: the history may miss it, so no replay may skip it
+            self.history.clear()
+            if _limited.log(logging.ERROR, "history", "history failed; cleared: %r", exc):
+                log.error("traceback of the failure above", exc_info=exc)
+        if event == HEALTH_EVENT:
+            self.liveness.record(ts)
+        return self.hub.publish(event, frame)
 
     def on_connected(self, resumed: bool = False) -> None:
         if self._connected_once and not resumed:
@@ -296,10 +309,10 @@ class Relay:
         Synchronous on purpose: called right after the stream subscribed, with no
         await in between, so every frame is either in the replay or live, once.
         """
-        after = self.history.lookup(last_id)
+        after = self.history.lookup(last_id, events)
         if after is None:
             return None
-        return self.history.replay(after, events, self.latest_only)
+        return self.history.replay(after, events)
 
     def opening_extras(self) -> list[Frame]:
         """Frames a new stream gets after its snapshot or replay: health_stale while stale."""
@@ -341,24 +354,22 @@ class Relay:
                     # Clients have this one already: only streams that got no snapshot.
                     self.hub.publish_to(event, frame, waiting)
                     continue
-                self.history.add(event, frame)
-                if event == HEALTH_EVENT:
-                    self.liveness.record(frame_payload(frame))
-                self.hub.publish(event, frame)
+                ts = payload_ts(frame_payload(frame)) if event == HEALTH_EVENT else None
+                self._commit(event, frame, ts)
             # A failed read is tried again while subscribed: streams opened during the
             # outage got no snapshot and count on this one.
             again = self._resend_again or (failed and self._subscribed)
 
     # -- pings --------------------------------------------------------------
     def ping_frame(self) -> bytes:
-        data = json.dumps(
+        return encode_json_event(
+            PING_EVENT,
             {
                 "ts": round(time.time(), 3),
                 "redis": "up" if self.redis_up else "down",
                 "health_age": self.liveness.ping_age(),
-            }
+            },
         )
-        return encode_event(PING_EVENT, data)
 
     async def _watch_liveness(self) -> None:
         # One timer per process: stale for every stream at once, and the age gauge.
@@ -380,8 +391,6 @@ class Relay:
 
 
 def frame_payload(frame: Frame) -> bytes:
-    """The data of a one-line frame (a health payload is JSON on one line)."""
-    for line in frame.data.split(b"\n"):
-        if line.startswith(b"data: "):
-            return line[len(b"data: ") :]
-    return b""
+    """The data of a frame, its ``data:`` lines joined by line feeds."""
+    lines = frame.data.split(b"\n")
+    return b"\n".join(line[len(b"data: ") :] for line in lines if line.startswith(b"data: "))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,49 @@ async def test_regression_client_pause_loses_nothing_with_the_default_watchdog(
         await until(lambda: gateway.status("/readyz") == 200, what="ready again")
         assert gateway.metric("sse_redis_reconnects_total") == 0
         assert not any(c.ended for c in clients)
+
+
+class Feed:
+    """In a thread: PUBLISH ``sse:seq`` 0, 1, 2… at ``rate`` per second for ``seconds``,
+    while ``CLIENT KILL TYPE pubsub`` cuts every subscription each ``kill_every`` seconds."""
+
+    def __init__(self, server: RedisServer, rate: int, seconds: float, kill_every: float) -> None:
+        self.server = server
+        self.count = int(rate * seconds)
+        self.rate = rate
+        self.kill_every = kill_every
+        self.kills = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.server.client() as publisher, self.server.client() as killer:
+            start = time.monotonic()
+            next_kill = start + self.kill_every
+            for n in range(self.count):
+                due = start + n / self.rate  # paced: a load generator, not a wait
+                while (now := time.monotonic()) < due:
+                    time.sleep(min(due - now, 0.002))
+                if now >= next_kill:
+                    self.kills += int(killer.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+                    next_kill += self.kill_every
+                publisher.publish("sse:seq", str(n))
+
+
+async def test_regression_repeated_subscription_cuts_do_not_make_the_gateway_deaf(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    # A healthy Redis that cuts the subscription (CLIENT KILL, an output-buffer limit)
+    # is resubscribed to at once: only what is published in that instant is lost.
+    gateway = start_gateway(redis_server.url).wait_ready()
+    async with open_streams(gateway.url + "/api/sse?events=seq,done", 3) as clients:
+        await until(lambda: gateway.metric("sse_open_streams") == 3, what="subscribed")
+        feed = Feed(redis_server, rate=100, seconds=3, kill_every=0.5)
+        feed.thread.start()
+        await asyncio.to_thread(feed.thread.join, 60)
+        assert feed.kills >= 5
+        await until(lambda: gateway.status("/readyz") == 200, what="subscribed again")
+        with redis_server.client() as redis:
+            redis.publish("sse:done", "1")
+        await until(lambda: all(c.of("done") for c in clients), what="the last event")
+        received = [len(c.of("seq")) for c in clients]
+    assert all(n >= 0.9 * feed.count for n in received), (received, feed.count)

@@ -1,4 +1,4 @@
-"""Ids and resume across two real gateways, reserved names, publisher liveness (issue 11).
+"""Ids and resume across real gateways, reserved names, publisher liveness, strict JSON.
 
 Real ``redis-server``, real gateway processes, real HTTP clients; one of the
 publishes goes through the real ``redis-cli``, as an operator would do it.
@@ -11,12 +11,16 @@ import contextlib
 import json
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
+from unittest.mock import ANY
 
 import httpx
+import jwt
 import redis
 
 from connectome_sse.sse_client import EventStreamParser, ServerEvent
+from sse_gateway.history import event_id
 from tests.conftest import StartGateway
 from tests.support.redis_server import RedisServer, require_program
 from tests.support.sse_clients import until
@@ -35,8 +39,8 @@ class Reader:
     def of(self, event: str) -> list[str]:
         return [e.data for e in self.events if e.event == event]
 
-    async def run(self, url: str, last_id: str | None) -> None:
-        headers = {"Last-Event-ID": last_id} if last_id else {}
+    async def run(self, url: str, last_id: str | None, headers: dict[str, str]) -> None:
+        headers = {**headers, "Last-Event-ID": last_id} if last_id else headers
         parser = EventStreamParser()
         timeout = httpx.Timeout(10.0, read=None)
         async with (
@@ -51,9 +55,11 @@ class Reader:
 
 
 @contextlib.asynccontextmanager
-async def reading(url: str, last_id: str | None = None) -> AsyncIterator[Reader]:
+async def reading(
+    url: str, last_id: str | None = None, headers: dict[str, str] | None = None
+) -> AsyncIterator[Reader]:
     reader = Reader()
-    task = asyncio.create_task(reader.run(url, last_id))
+    task = asyncio.create_task(reader.run(url, last_id, headers or {}))
     try:
         await until(lambda: reader.status is not None or task.done(), what="response")
         assert reader.status == 200
@@ -223,3 +229,108 @@ async def test_a_replica_behind_redis_resumes_and_opens_streams_in_order(
         finally:
             await resuming.__aexit__(None, None, None)
             await fresh.__aexit__(None, None, None)
+
+
+def strict_json(text: str) -> object:
+    """``json.loads`` that refuses NaN and Infinity, as a browser's ``JSON.parse`` does."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+SECRET = "resume-test-secret-0123456789abcdef"
+
+
+def bearer(**claims: object) -> dict[str, str]:
+    token = jwt.encode({"exp": time.time() + 120, **claims}, SECRET, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_regression_a_resume_never_reveals_an_event_outside_the_token_s_events(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(redis_server.url, env={"SSE_AUTH_SECRET": SECRET}).wait_ready()
+    redis = redis_server.client()
+    redis.set("sse:last:public", "public snapshot")
+    redis.publish("sse:public", "p0")
+    redis.publish("sse:secret_ops", "launch codes")
+    redis.publish("sse:public", "p1")
+    await until(lambda: gateway.metric("sse_events_relayed_total") >= 3, what="3 relayed")
+    url = gateway.url + "/api/sse"
+    public_only = bearer(events=["public"])
+
+    async def answer(last_id: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+        async with reading(url, last_id, headers) as stream:
+            await until(lambda: stream.of("public"), what="the opening")
+            redis.publish("sse:public", "marker")
+            await until(lambda: "marker" in stream.of("public"), what="a live event")
+            return [(e.event, e.data) for e in stream.real()]
+
+    # The right guess of a secret payload is answered as a wrong guess is.
+    right = await answer(event_id("secret_ops", b"launch codes"), public_only)
+    wrong = await answer(event_id("secret_ops", b"a wrong guess"), public_only)
+    assert (
+        right
+        == wrong
+        == [
+            ("resync", '{"reason": "unknown_id"}'),
+            ("public", "public snapshot"),
+            ("public", "marker"),
+        ]
+    )
+    # The gateway does know the id: a token allowed everything resumes from it.
+    allowed = await answer(event_id("secret_ops", b"launch codes"), bearer())
+    assert allowed[0] == ("public", "p1")
+
+
+async def test_regression_a_type_evicted_whole_forces_a_resync_not_a_silent_gap(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    env = {"SSE_CLIENT_BUFFER_BYTES": str(64 << 20), "SSE_CLIENT_BUFFER": "1000"}
+    gateway = start_gateway(redis_server.url, env=env).wait_ready()
+    redis = redis_server.client()
+    redis.publish("sse:connectome_health", '{"ts": 1}')
+    redis.publish("sse:x", "x" * 1_000_000)
+    redis.publish("sse:connectome_health", '{"ts": 2}')
+    for n in range(33):  # 33 MB more: the history's 32 MiB cap pushes x out
+        redis.publish("sse:z", f"{n:02d}" + "z" * 1_000_000)
+    await until(lambda: gateway.metric("sse_events_relayed_total") >= 36, what="all relayed")
+    async with reading(gateway.url + "/api/sse", event_id("connectome_health", b'{"ts": 1}')) as s:
+        redis.publish("sse:marker", "live")
+        await until(lambda: s.of("marker"), timeout=30, what="a live event")
+        received = [e.event for e in s.real()]
+    # Either everything after the id, x included, or a resync: never the rest without x.
+    assert received[0] == "resync" or "x" in received, received[:5]
+
+
+async def test_regression_a_health_with_an_unusable_ts_has_one_fate_and_strict_json(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    env = {"SSE_HEALTH_STALE_AFTER": "1", "SSE_PING_INTERVAL": "0.2"}
+    gateway = start_gateway(redis_server.url, env=env).wait_ready()
+    redis = redis_server.client()
+    first = '{"ts": 1.5}'
+    url = gateway.url + "/api/sse"
+    async with reading(url) as live:
+        await until(lambda: gateway.metric("sse_open_streams") == 1, what="subscribed")
+        redis.publish("sse:connectome_health", first)
+        await until(lambda: live.of("connectome_health") == [first], what="the first health")
+        huge = '{"ts": 1' + "0" * 400 + "}"
+        for n, payload in enumerate((huge, '{"ts": NaN}')):
+            before = live.real()[-1].id
+            redis.publish("sse:connectome_health", payload)
+            redis.publish("sse:marker", f"after {n}")  # once it is here, so is the health
+            await until(lambda n=n: f"after {n}" in live.of("marker"), what="the marker")
+            async with reading(url, before) as resumed:
+                await until(lambda n=n: f"after {n}" in resumed.of("marker"), what="the replay")
+                replayed = resumed.of("connectome_health")
+            # One fate: the live client and the resuming one both got it.
+            assert live.of("connectome_health")[-1:] == [payload]
+            assert replayed == [payload]
+        await until(lambda: live.of("health_stale"), timeout=5, what="health_stale")
+    assert strict_json(live.of("health_stale")[0]) == {"age": ANY, "last_ts": None}
+    made = [e.data for e in live.events if e.event in ("ping", "resync", "health_stale")]
+    for data in made:
+        strict_json(data)

@@ -1,16 +1,18 @@
-"""The relay's own robustness (issue 16): supervised tasks, truthful readiness, quiet logs."""
+"""The relay's own robustness: supervised tasks, truthful readiness, quiet logs, one fate."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from unittest.mock import ANY
 
 import pytest
 
 from connectome_sse.settings import load_settings
 from sse_gateway.app import create_app
 from sse_gateway.framing import Frame
+from sse_gateway.history import event_id
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.relay import Relay
@@ -137,3 +139,82 @@ async def test_regression_readyz_is_503_while_the_reader_is_dead() -> None:
         await until(lambda: app.gateway.ready, what="ready again")
         ready = await ASGIClient(app, path="/readyz").response()
         assert ready.status == 200
+
+
+def strict_json(text: str | bytes) -> object:
+    """``json.loads`` that refuses NaN and Infinity, as a browser's ``JSON.parse`` does."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def published(relay: Relay, event: str, data: bytes) -> str:
+    relay.on_message("sse:" + event, data)
+    return event_id(event, data)
+
+
+def test_regression_a_resume_never_reveals_an_event_outside_the_stream_s_events() -> None:
+    relay = make_relay(MemorySource(), Hub())
+    public = published(relay, "public", b"p0")
+    secret = published(relay, "secret_ops", b"launch codes")
+    published(relay, "public", b"p1")
+    assert relay.resume(public, frozenset({"public"})) is not None  # its own: replayed
+    # Someone allowed only `public` who guesses a secret payload: the same answer as a
+    # wrong guess, whether the guess is right or not.
+    assert relay.resume(secret, frozenset({"public"})) is None
+    assert relay.resume(event_id("secret_ops", b"wrong guess"), frozenset({"public"})) is None
+    assert relay.resume(secret, None) is not None  # a stream allowed everything resumes
+
+
+def test_regression_a_type_evicted_whole_by_the_byte_cap_forces_a_resync() -> None:
+    # Health n1, x, health n2, then enough z to push x (the only one of its type) out.
+    relay = Relay(Hub(), MemorySource(), GatewayMetrics(), max_event_bytes=2 << 20, ping_interval=5)
+    first = published(relay, "connectome_health", b'{"ts": 1}')
+    published(relay, "x", b"x" * 1_000_000)
+    published(relay, "connectome_health", b'{"ts": 2}')
+    for n in range(33):
+        published(relay, "z", b"%02d" % n + b"z" * 1_000_000)
+    assert relay.history.newest_id("x") is None  # x has left the history
+    assert relay.resume(first, None) is None  # a replay without x would be a silent gap
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"ts": 1' + b"0" * 400 + b"}", b'{"ts": NaN}', b'{"ts": -Infinity}', b'{"ts": 1e400}'],
+)
+def test_regression_a_health_with_an_unusable_ts_has_one_fate_and_strict_json(
+    payload: bytes,
+) -> None:
+    hub, live = Hub(), Recorder()
+    relay = make_relay(MemorySource(), hub)
+    before = published(relay, "connectome_health", b'{"ts": 1.5}')
+    with hub.subscription(live):
+        relay.on_message("sse:connectome_health", payload)
+    replay = relay.resume(before, None)
+    assert replay is not None
+    replayed = [f.data for f in replay]
+    assert replayed == live.frames  # relayed live and replayed alike
+    assert len(live.frames) == 1 and payload in live.frames[0]
+    # The ts cannot be told: treated as absent, and what the gateway writes stays JSON.
+    stale = relay.liveness.stale_frame().data
+    assert strict_json(stale.split(b"data: ", 1)[1]) == {"age": ANY, "last_ts": None}
+    strict_json(relay.ping_frame().split(b"data: ", 1)[1])
+
+
+def test_regression_a_bug_in_the_history_never_splits_a_message_s_fate() -> None:
+    hub, live = Hub(), Recorder()
+    relay = make_relay(MemorySource(), hub)
+    before = published(relay, "a", b"0")
+    add = relay.history.add
+
+    def broken(event: str, frame: Frame) -> None:
+        add(event, frame)  # in the history, and then a bug
+        raise RuntimeError("a bug in the history")
+
+    relay.history.add = broken  # type: ignore[method-assign]
+    with hub.subscription(live):
+        relay.on_message("sse:a", b"1")
+    assert live.frames and live.frames[0].endswith(b"data: 1\n\n")  # relayed live
+    assert relay.resume(before, None) is None  # and no replay can skip it: resync
