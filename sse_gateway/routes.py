@@ -146,7 +146,7 @@ class StreamEndpoint:
                 expiry.cancel()
             gateway.open_streams -= 1
             gateway.metrics.open_streams.dec()
-            if writer.timed_out:  # cut by its flusher, not by the hub: counted here
+            if writer.cut:  # by the hub, its opening or its flusher: counted here, once
                 gateway.metrics.slow_clients_cut.inc()
             closed = (peer, time.monotonic() - opened, writer.frames)
             if writer.cut:
