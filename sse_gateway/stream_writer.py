@@ -20,8 +20,8 @@ the opening itself, are not the client's pace: they count only against
 while a write is stalled is aborted when the server offers a way
 (``DirectBody.abort``): waiting for a client that stopped reading to take a
 goodbye would hold its connection for ever. Frames are shared ``bytes``
-objects and are written one by one, never joined, so a waiting frame costs
-a reference, not a copy.
+objects, written one by one (an opening's small ones joined in pieces of at
+most ``COALESCED_BYTES``), so a waiting frame costs a reference, not a copy.
 
 A write that fails (the client's connection is already gone) closes this
 writer and nothing else: one client's error never reaches the hub's fan-out.
@@ -57,6 +57,10 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 from sse_gateway.framing import Frame
+
+# Consecutive opening frames smaller than this together are written as one body: a
+# replay of many small events costs a few writes, and the copy stays this small.
+COALESCED_BYTES = 64 * 1024
 
 # An ASGI send whose calls are coroutines (true of every ASGI server and middleware in
 # use here); the fast path drives them by hand.
@@ -179,8 +183,8 @@ class StreamWriter:
         except Exception:  # the connection is gone: end this stream only
             self._broken()
 
-    def _sent(self, size: int) -> None:
-        self.frames += 1
+    def _sent(self, size: int, count: int = 1) -> None:
+        self.frames += count
         self.bytes_sent += size
 
     def _conflate(self, key: str) -> None:
@@ -237,12 +241,31 @@ class StreamWriter:
         else:
             queued = _newer_than(first, held)
         del held
-        backlog = [*first, *queued]  # references to shared frames: no bytes copied
-        for index, frame in enumerate(backlog):
+        self._write_backlog([*first, *queued])  # references to shared frames: no copy
+
+    def _write_backlog(self, backlog: list[Frame]) -> None:
+        """Write ``backlog`` now, in order, until a write stalls; the rest waits behind it."""
+        # A joined piece is one stalled write at most: never more than the bound allows.
+        piece = min(COALESCED_BYTES, self._max_bytes)
+        index = 0
+        while index < len(backlog):
             if self._flusher is not None:
                 self._wait_behind(backlog[index:])
                 return
-            self._put(frame)
+            end, size = index, 0
+            while end < len(backlog) and size + len(backlog[end].data) <= piece:
+                size += len(backlog[end].data)
+                end += 1
+            if end - index > 1:  # small frames: one write of a bounded copy, not one each
+                body = b"".join([frame.data for frame in backlog[index:end]])
+                try:
+                    self._write(body, more_body=True, size=size, count=end - index)
+                except Exception:
+                    self._broken()
+                index = end
+            else:
+                self._put(backlog[index])
+                index += 1
             if self.closed:
                 return
 
@@ -273,22 +296,25 @@ class StreamWriter:
             except Exception:
                 self._broken()
 
-    def _write(self, body: bytes, more_body: bool, size: int = 0) -> None:
+    def _write(self, body: bytes, more_body: bool, size: int = 0, count: int = 1) -> None:
+        """Send ``body`` (``count`` frames, ``size`` bytes; 0 for a final frame)."""
         coro = self._send({"type": "http.response.body", "body": body, "more_body": more_body})
         try:
             blocker = coro.send(None)
         except StopIteration:
             if size:
-                self._sent(size)
+                self._sent(size, count)
             return
-        self._flusher = asyncio.ensure_future(self._flush(coro, blocker, size))
+        self._flusher = asyncio.ensure_future(self._flush(coro, blocker, size, count))
 
-    async def _flush(self, coro: Coroutine[Any, Any, Any], blocker: Any, size: int) -> None:
+    async def _flush(
+        self, coro: Coroutine[Any, Any, Any], blocker: Any, size: int, count: int
+    ) -> None:
         try:
             async with asyncio.timeout(self._send_timeout):
                 await _Continuation(coro, blocker)
             if size and not self.closed:
-                self._sent(size)
+                self._sent(size, count)
             while self._pending and not self.closed:
                 # Taken whole; what is offered meanwhile queues behind it.
                 batch = self._pending

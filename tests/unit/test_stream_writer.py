@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sse_gateway.framing import Frame
-from sse_gateway.stream_writer import StreamWriter
+from sse_gateway.stream_writer import COALESCED_BYTES, StreamWriter
 from tests.support.asgi import ASGIClient
 
 
@@ -248,12 +248,12 @@ async def test_the_opening_waits_within_the_bytes_and_not_the_frame_limit() -> N
     assert writer.cut
 
 
-async def test_a_stall_is_flushed_frame_by_frame_never_joined() -> None:
+async def test_large_frames_are_written_frame_by_frame_never_joined() -> None:
     client = RecordingClient()
     await client.receive()
     writer = StreamWriter(client.send, limit=100, max_bytes=1 << 20)
     client.paused = True
-    opening = [Frame(b"%d" % n * 1000) for n in range(5)]
+    opening = [Frame(b"%d" % n * 40_000) for n in range(5)]
     writer.release(opening)
     live = Frame(b"live\n\n")
     writer.offer(live)
@@ -262,3 +262,16 @@ async def test_a_stall_is_flushed_frame_by_frame_never_joined() -> None:
     sent = [*opening, live]
     assert len(client.bodies) == len(sent)
     assert all(body is frame.data for body, frame in zip(client.bodies, sent, strict=True))
+    assert (writer.frames, writer.bytes_sent) == (6, 200_006)
+
+
+async def test_small_opening_frames_go_out_in_few_bounded_writes() -> None:
+    client = RecordingClient()
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1 << 20)
+    opening = [Frame(b"%04d\n\n" % n * 100) for n in range(300)]  # 600 bytes each
+    writer.release(opening)
+    assert bytes(client.body) == b"".join(frame.data for frame in opening)
+    assert len(client.bodies) == 3  # 180 KB in pieces of at most 64 KiB
+    assert max(len(body) for body in client.bodies) <= COALESCED_BYTES
+    assert (writer.frames, writer.bytes_sent) == (300, 180_000)
