@@ -61,11 +61,15 @@ class LineBudget:
             self._held += 1
             return False
         self._used += 1
+        self.flush()
+        self.logger.log(level, msg, *args)
+        return True
+
+    def flush(self) -> None:
+        """Say how many lines were held back since the last one went out."""
         if self._held:
             self.logger.info("%d stream lines suppressed", self._held)
             self._held = 0
-        self.logger.log(level, msg, *args)
-        return True
 
 
 def field(text: str | None) -> str:

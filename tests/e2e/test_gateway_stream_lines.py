@@ -8,6 +8,8 @@ cannot flood the log with them.
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 from tests.conftest import StartGateway
 from tests.support.gateway import GatewayProcess
@@ -95,3 +97,36 @@ def test_stream_opens_and_closes_are_logged_with_their_subject_and_no_credential
     log = gateway.log()
     for secret in (bearer, ticket, cookie, SECRET):
         assert secret not in log
+
+
+def test_a_drained_stream_says_so(redis_server: RedisServer, start_gateway: StartGateway) -> None:
+    gateway = start_gateway(redis_server.url, env={"SSE_PING_INTERVAL": "600"}).wait_ready()
+    held = RawStream(gateway.port)
+    try:
+        peer = peer_of(held)
+        gateway.signal(signal.SIGTERM)
+        held.wait_closed()
+        drained = line_of(gateway, "closed", peer)
+    finally:
+        held.close()
+    assert drained["reason"] == "drain"
+
+
+def test_a_reconnect_storm_is_counted_not_logged(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(redis_server.url, env={"SSE_PING_INTERVAL": "600"}).wait_ready()
+    storm = 100
+    started = time.monotonic()
+    for _ in range(storm):  # well past 20 lines a second
+        RawStream(gateway.port).close()
+    wait_for(lambda: gateway.metric("sse_open_streams") == 0, what="the storm's streams closed")
+    gateway.signal(signal.SIGTERM)  # what is still held back is counted at the end
+    assert gateway.wait(10) in (0, -signal.SIGTERM)
+    seconds = time.monotonic() - started
+    log = gateway.log()
+    logged = len(LINE.findall(log))
+    suppressed = sum(int(n) for n in re.findall(r"(\d+) stream lines suppressed", log))
+    print(f"{2 * storm} stream lines: {logged} logged, {suppressed} counted")
+    assert logged <= 20 * (int(seconds) + 2)  # the budget, however long the storm took
+    assert logged + suppressed == 2 * storm  # every open and close, logged or counted
