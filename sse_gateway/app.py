@@ -120,6 +120,7 @@ def create_app(
             sampler.cancel()
             await gateway.relay.stop()
             await stream.access.close()
+            stream.lines.budget.flush()  # the count of stream lines held back, if any
 
     starlette = Starlette(
         routes=[

@@ -8,19 +8,20 @@ built once for all clients), else by running the ASGI ``send`` coroutine to
 completion by hand. An ASGI server only suspends a body ``send`` when the
 transport is paused for flow control (the client reads slower than we
 write). Only then does the writer start a task that finishes that send and
-then flushes, coalesced into one write, whatever queued up behind it.
+then writes, frame by frame, whatever queued up behind it.
 
 Bounds: at most ``limit`` frames and ``max_bytes`` bytes wait behind a
 stalled write; one more and the client is cut (its stream ends, its browser
 reconnects and gets the snapshot). A single frame is always taken, so the
 queue of one client holds at most ``max(max_bytes, one frame)``. Frames that
-wait while the stream is still *holding* (its snapshot is being read) are
-not the client's fault: they count only against ``max_bytes``, the memory
-bound, never against ``limit``. A stream closed while a write is stalled is
-aborted when the server offers a way (``DirectBody.abort``): waiting for a
-client that stopped reading to take a goodbye would hold its connection for
-ever. Frames are shared ``bytes`` objects, so a waiting frame costs a
-reference, not a copy.
+wait while the stream is still *holding* (its snapshot is being read), and
+the opening itself, are not the client's pace: they count only against
+``max_bytes``, the memory bound, never against ``limit``. A stream closed
+while a write is stalled is aborted when the server offers a way
+(``DirectBody.abort``): waiting for a client that stopped reading to take a
+goodbye would hold its connection for ever. Frames are shared ``bytes``
+objects, written one by one (an opening's small ones joined in pieces of at
+most ``COALESCED_BYTES``), so a waiting frame costs a reference, not a copy.
 
 A write that fails (the client's connection is already gone) closes this
 writer and nothing else: one client's error never reaches the hub's fan-out.
@@ -37,12 +38,14 @@ ordinary ones. What cuts such a client is time: a write that takes no bytes
 for ``send_timeout`` seconds (the client reads nothing at all) ends the
 stream (``timed_out``).
 
-Around connect, ``release`` drops the queued live frames the opening already
-covers, so no browser sees an id twice or an event older than one it has:
-after a replay, every queued frame with an id (the replay was taken from the
-history after they were relayed); after snapshots, for each type, the live
-copy of its snapshot and every frame of that type queued before it (older:
-the snapshot read waits until this process caught up with Redis, see
+Around connect, ``release`` writes the opening (snapshots or a replay) and
+what queued meanwhile through the same path and bound as live frames, after
+dropping the queued live frames the opening already covers, so no browser
+sees an id twice or an event older than one it has: after a replay, every
+queued frame with an id (the replay was taken from the history after they
+were relayed); after snapshots, for each type, the live copy of its
+snapshot and every frame of that type queued before it (older: the snapshot
+read waits until this process caught up with Redis, see
 ``Relay._read_framed_snapshots``). Frames without an id (pings,
 ``health_stale``) always stay.
 """
@@ -54,6 +57,10 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 from sse_gateway.framing import Frame
+
+# Consecutive opening frames smaller than this together are written as one body: a
+# replay of many small events costs a few writes, and the copy stays this small.
+COALESCED_BYTES = 64 * 1024
 
 # An ASGI send whose calls are coroutines (true of every ASGI server and middleware in
 # use here); the fast path drives them by hand.
@@ -100,6 +107,7 @@ class StreamWriter:
     __slots__ = (
         "__weakref__",
         "_direct",
+        "_exempt",
         "_final",
         "_flusher",
         "_holding",
@@ -110,6 +118,7 @@ class StreamWriter:
         "_pending_bytes",
         "_send",
         "_send_timeout",
+        "bytes_sent",
         "closed",
         "cut",
         "frames",
@@ -129,10 +138,13 @@ class StreamWriter:
         self._direct = direct
         self._limit = limit
         self._max_bytes = max_bytes
+        # Bytes of every frame that waits: the queue and the part of it being written.
         self._pending_bytes = 0
-        # A list, not a deque: it is only ever appended to and drained whole, and an
+        # A list, not a deque: it is only ever appended to and taken whole, and an
         # empty deque costs ten times the memory of an empty list on every stream.
         self._pending: list[Frame] = []
+        # How many frames at the head of the queue came with the opening: bytes only.
+        self._exempt = 0
         # While holding, frames queue up: the snapshot must reach the client first.
         self._holding = True
         self._flusher: asyncio.Future[None] | None = None
@@ -142,7 +154,8 @@ class StreamWriter:
         self.closed = False
         self.cut = False
         self.timed_out = False
-        self.frames = 0
+        self.frames = 0  # frames written (handed to the server), and their bytes
+        self.bytes_sent = 0
 
     def offer(self, frame: Frame) -> bool:
         if self.closed:
@@ -150,21 +163,29 @@ class StreamWriter:
         if self._holding or self._flusher is not None:
             if frame.conflate is not None:
                 self._conflate(frame.conflate)
-            elif self._pending and self._over_limits(len(frame.data)):
+            elif self._pending_bytes and self._over_limits(len(frame.data)):
                 self.cut = True
                 self.close(b"")
                 return False
             self._pending.append(frame)
             self._pending_bytes += len(frame.data)
         else:
-            try:
-                if self._direct is None or not self._direct.write(frame):
-                    self._write(frame.data, more_body=True)
-            except Exception:  # the connection is gone: end this stream only
-                self._broken()
-                return True
-        self.frames += 1
+            self._put(frame)
         return True
+
+    def _put(self, frame: Frame) -> None:
+        """Write ``frame`` now; if the send suspends, the flusher finishes it."""
+        try:
+            if self._direct is not None and self._direct.write(frame):
+                self._sent(len(frame.data))
+            else:
+                self._write(frame.data, more_body=True, size=len(frame.data))
+        except Exception:  # the connection is gone: end this stream only
+            self._broken()
+
+    def _sent(self, size: int, count: int = 1) -> None:
+        self.frames += count
+        self.bytes_sent += size
 
     def _conflate(self, key: str) -> None:
         """Drop the queued frame of latest-only type ``key``, if any: a newer one follows."""
@@ -173,6 +194,8 @@ class StreamWriter:
             if pending[index].conflate == key:
                 self._pending_bytes -= len(pending[index].data)
                 del pending[index]
+                if index < self._exempt:
+                    self._exempt -= 1
                 if self._on_conflate is not None:
                     self._on_conflate()
                 return
@@ -180,47 +203,89 @@ class StreamWriter:
     def _over_limits(self, size: int) -> bool:
         if self._pending_bytes + size > self._max_bytes:
             return True
-        # Frames held behind the snapshot read are not the client's fault.
-        return not self._holding and len(self._pending) >= self._limit
+        # Frames held behind the snapshot read, and the opening, are not the client's pace.
+        return not self._holding and len(self._pending) - self._exempt >= self._limit
 
     def _broken(self) -> None:
         self.closed = True
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._drop_pending()
         self._final = None
         if self._direct is not None:
             self._direct.abort()
 
-    def release(self, first: Sequence[Frame | bytes], replayed: bool = False) -> None:
-        """End holding: write ``first`` (the snapshots, or a replay when ``replayed``),
-        then what queued meanwhile and is newer (see the module docstring)."""
-        self._holding = False
-        if self.closed and self._final is None:
-            return
-        opening = [item if isinstance(item, bytes) else item.data for item in first]
-        if replayed:
-            queued = [f.data for f in self._pending if f.event_id is None]
-        else:
-            queued = [f.data for f in _newer_than(first, self._pending)]
-        body = b"".join([*opening, *queued])
+    def _drop_pending(self) -> None:
         self._pending.clear()
         self._pending_bytes = 0
-        try:
-            if body:
-                self._write(body, more_body=True)
-            if self.closed and self._final is not None and self._flusher is None:
+        self._exempt = 0
+
+    def release(self, first: Sequence[Frame], replayed: bool = False) -> None:
+        """End holding: write ``first`` (the snapshots, or a replay when ``replayed``),
+        then what queued meanwhile and is newer (see the module docstring).
+
+        Written like live frames, one by one: once a write stalls, the rest waits within
+        ``max_bytes`` (one frame is always taken), or the client is cut."""
+        self._holding = False
+        held = self._pending
+        self._pending = []
+        self._pending_bytes = 0
+        if self.closed:  # closed while holding: only its final frame is still owed
+            if self._final is not None and self._flusher is None:
                 final, self._final = self._final, None
-                self._write(final, more_body=False)
-        except Exception:
-            self._broken()
+                try:
+                    self._write(final, more_body=False)
+                except Exception:
+                    self._broken()
+            return
+        if replayed:
+            queued = [frame for frame in held if frame.event_id is None]
+        else:
+            queued = _newer_than(first, held)
+        del held
+        self._write_backlog([*first, *queued])  # references to shared frames: no copy
+
+    def _write_backlog(self, backlog: list[Frame]) -> None:
+        """Write ``backlog`` now, in order, until a write stalls; the rest waits behind it."""
+        # A joined piece is one stalled write at most: never more than the bound allows.
+        piece = min(COALESCED_BYTES, self._max_bytes)
+        index = 0
+        while index < len(backlog):
+            if self._flusher is not None:
+                self._wait_behind(backlog[index:])
+                return
+            end, size = index, 0
+            while end < len(backlog) and size + len(backlog[end].data) <= piece:
+                size += len(backlog[end].data)
+                end += 1
+            if end - index > 1:  # small frames: one write of a bounded copy, not one each
+                body = b"".join([frame.data for frame in backlog[index:end]])
+                try:
+                    self._write(body, more_body=True, size=size, count=end - index)
+                except Exception:
+                    self._broken()
+                index = end
+            else:
+                self._put(backlog[index])
+                index += 1
+            if self.closed:
+                return
+
+    def _wait_behind(self, rest: list[Frame]) -> None:
+        """Queue the opening's rest behind a stalled write, or cut the client if it cannot fit."""
+        size = sum(len(frame.data) for frame in rest)
+        if len(rest) > 1 and size > self._max_bytes:
+            self.cut = True
+            self.close(b"")
+            return
+        self._pending = rest
+        self._pending_bytes = size
+        self._exempt = len(rest)
 
     def close(self, final_frame: bytes) -> None:
         """End the stream after ``final_frame``; frames still waiting are dropped."""
         if self.closed:
             return
         self.closed = True
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._drop_pending()
         if self._flusher is not None and self._direct is not None:
             self._direct.abort()  # the stalled write then returns: the connection is gone
         elif self._holding or self._flusher is not None:
@@ -231,25 +296,31 @@ class StreamWriter:
             except Exception:
                 self._broken()
 
-    def _write(self, body: bytes, more_body: bool) -> None:
+    def _write(self, body: bytes, more_body: bool, size: int = 0, count: int = 1) -> None:
+        """Send ``body`` (``count`` frames, ``size`` bytes; 0 for a final frame)."""
         coro = self._send({"type": "http.response.body", "body": body, "more_body": more_body})
         try:
             blocker = coro.send(None)
         except StopIteration:
+            if size:
+                self._sent(size, count)
             return
-        self._flusher = asyncio.ensure_future(self._flush(coro, blocker))
+        self._flusher = asyncio.ensure_future(self._flush(coro, blocker, size, count))
 
-    async def _flush(self, coro: Coroutine[Any, Any, Any], blocker: Any) -> None:
+    async def _flush(
+        self, coro: Coroutine[Any, Any, Any], blocker: Any, size: int, count: int
+    ) -> None:
         try:
             async with asyncio.timeout(self._send_timeout):
                 await _Continuation(coro, blocker)
-            while self._pending:
-                body = b"".join([frame.data for frame in self._pending])
-                self._pending.clear()
-                self._pending_bytes = 0
-                async with asyncio.timeout(self._send_timeout):
-                    message = {"type": "http.response.body", "body": body, "more_body": True}
-                    await self._send(message)
+            if size and not self.closed:
+                self._sent(size, count)
+            while self._pending and not self.closed:
+                # Taken whole; what is offered meanwhile queues behind it.
+                batch = self._pending
+                self._pending = []
+                self._exempt = 0
+                await self._write_each(batch)
             if self._final is not None:
                 final, self._final = self._final, None
                 await self._send({"type": "http.response.body", "body": final, "more_body": False})
@@ -261,15 +332,30 @@ class StreamWriter:
         finally:
             self._flusher = None
 
+    async def _write_each(self, batch: list[Frame]) -> None:
+        """Write ``batch`` frame by frame: straight to the transport while it takes bytes,
+        else through ``send``, which waits until it does (never one joined copy)."""
+        for frame in batch:
+            if self.closed:
+                return
+            if self._direct is None or not self._direct.write(frame):
+                async with asyncio.timeout(self._send_timeout):
+                    message = {"type": "http.response.body", "body": frame.data, "more_body": True}
+                    await self._send(message)
+                if self.closed:  # closed while that write waited: nothing waits any more
+                    return
+            self._pending_bytes -= len(frame.data)
+            self._sent(len(frame.data))
+
     async def wait_flushed(self) -> None:
         """Let a write that is still under way finish (used before the handler returns)."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
 
 
-def _newer_than(snapshots: Sequence[Frame | bytes], queued: list[Frame]) -> list[Frame]:
+def _newer_than(snapshots: Sequence[Frame], queued: list[Frame]) -> list[Frame]:
     """``queued`` without, per type, the live copy of its snapshot and what came before it."""
-    frames = [item for item in snapshots if isinstance(item, Frame) and item.event_id]
+    frames = [frame for frame in snapshots if frame.event_id]
     if not frames or not queued:
         return queued
     repeated = {frame.event_id for frame in frames}

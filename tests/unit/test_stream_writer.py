@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from sse_gateway.framing import Frame
-from sse_gateway.stream_writer import StreamWriter
+from sse_gateway.stream_writer import COALESCED_BYTES, StreamWriter
 from tests.support.asgi import ASGIClient
 
 
 async def _started(client: ASGIClient) -> StreamWriter:
     await client.receive()  # consume the request, as the endpoint does
     writer = StreamWriter(client.send, limit=3)
-    writer.release([b"first\n\n"])
+    writer.release([Frame(b"first\n\n")])
     return writer
 
 
@@ -33,7 +33,7 @@ async def test_frames_queue_while_holding_and_follow_the_snapshot() -> None:
     writer.offer(Frame(b"live1\n\n"))
     writer.offer(Frame(b"live2\n\n"))
     assert bytes(client.body) == b""
-    writer.release([b"snap\n\n"])
+    writer.release([Frame(b"snap\n\n")])
     assert bytes(client.body) == b"snap\n\nlive1\n\nlive2\n\n"
 
 
@@ -92,9 +92,10 @@ async def test_direct_body_takes_the_prebuilt_chunk_and_send_takes_over_when_pau
     await client.receive()
     direct = FakeDirectBody()
     writer = StreamWriter(client.send, limit=3, direct=direct)
-    writer.release([b"first\n\n"])
+    writer.release([Frame(b"first\n\n")])
     writer.offer(Frame(b"a\n\n"))
-    assert bytes(direct.written) == b"3\r\na\n\n\r\n"  # the chunk, built once per event
+    # The chunks, built once per event; the opening takes the same path.
+    assert bytes(direct.written) == b"7\r\nfirst\n\n\r\n3\r\na\n\n\r\n"
     direct.paused = client.paused = True
     writer.offer(Frame(b"b\n\n"))  # the direct write is refused: send stalls, a flusher waits
     writer.offer(Frame(b"c\n\n"))
@@ -102,7 +103,8 @@ async def test_direct_body_takes_the_prebuilt_chunk_and_send_takes_over_when_pau
     writer.offer(Frame(b"d\n\n"))  # still behind the stalled send: queued, order kept
     client.resume()
     await asyncio.wait_for(writer.wait_flushed(), 5)
-    assert bytes(client.body) == b"first\n\nb\n\nc\n\nd\n\n"
+    assert bytes(client.body) == b"b\n\n"  # then the server took bytes directly again
+    assert bytes(direct.written).endswith(b"3\r\nc\n\n\r\n3\r\nd\n\n\r\n")
     writer.offer(Frame(b"e\n\n"))
     assert bytes(direct.written).endswith(b"3\r\ne\n\n\r\n")
 
@@ -154,7 +156,7 @@ async def test_regression_frames_held_behind_the_snapshot_do_not_count_against_t
     for seq in range(10):  # the snapshot read is slow: ten events arrive meanwhile
         assert writer.offer(Frame(b"%d\n\n" % seq))
     assert not writer.cut
-    writer.release([b"snap\n\n"])
+    writer.release([Frame(b"snap\n\n")])
     assert bytes(client.body) == b"snap\n\n" + b"".join(b"%d\n\n" % n for n in range(10))
     # Once live, the client's own limit applies again.
     client.paused = True
@@ -189,3 +191,87 @@ async def test_regression_a_write_that_raises_closes_only_this_stream() -> None:
     assert writer.closed and not writer.cut
     assert direct.aborted
     assert writer.offer(Frame(b"b\n\n"))  # a closed writer takes (and drops) frames
+
+
+class RecordingClient(ASGIClient):
+    """Records each body ``send`` gets, as the object it got."""
+
+    def __init__(self) -> None:
+        super().__init__(app=None)  # type: ignore[arg-type]
+        self.bodies: list[bytes] = []
+
+    async def send(self, message: dict[str, object]) -> None:
+        self.bodies.append(message.get("body", b""))  # type: ignore[arg-type]
+        await super().send(message)
+
+
+async def test_regression_an_opening_that_cannot_wait_within_the_byte_bound_cuts_the_client() -> (
+    None
+):
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1024)
+    client.paused = True
+    writer.release([Frame(b"x" * 600), Frame(b"y" * 600), Frame(b"z" * 600)])
+    # The first stalls in its write; 1200 bytes would wait behind it.
+    assert writer.cut and writer.closed
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    assert bytes(client.body) == b"x" * 600
+    assert client.complete
+
+
+async def test_an_opening_frame_larger_than_the_bound_still_waits_alone() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1024)
+    client.paused = True
+    writer.release([Frame(b"a\n\n"), Frame(b"b" * 5000)])
+    assert not writer.cut
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    assert bytes(client.body) == b"a\n\n" + b"b" * 5000
+    assert (writer.frames, writer.bytes_sent) == (2, 5003)
+
+
+async def test_the_opening_waits_within_the_bytes_and_not_the_frame_limit() -> None:
+    client = ASGIClient(app=None)  # type: ignore[arg-type]
+    await client.receive()
+    writer = StreamWriter(client.send, limit=2, max_bytes=1 << 20)
+    client.paused = True
+    writer.release([Frame(b"%d\n\n" % n) for n in range(10)])
+    assert not writer.cut
+    # Live frames behind it: the client's own limit counts them alone.
+    assert writer.offer(Frame(b"a\n\n"))
+    assert writer.offer(Frame(b"b\n\n"))
+    assert not writer.offer(Frame(b"c\n\n"))
+    assert writer.cut
+
+
+async def test_large_frames_are_written_frame_by_frame_never_joined() -> None:
+    client = RecordingClient()
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1 << 20)
+    client.paused = True
+    opening = [Frame(b"%d" % n * 40_000) for n in range(5)]
+    writer.release(opening)
+    live = Frame(b"live\n\n")
+    writer.offer(live)
+    client.resume()
+    await asyncio.wait_for(writer.wait_flushed(), 5)
+    sent = [*opening, live]
+    assert len(client.bodies) == len(sent)
+    assert all(body is frame.data for body, frame in zip(client.bodies, sent, strict=True))
+    assert (writer.frames, writer.bytes_sent) == (6, 200_006)
+
+
+async def test_small_opening_frames_go_out_in_few_bounded_writes() -> None:
+    client = RecordingClient()
+    await client.receive()
+    writer = StreamWriter(client.send, limit=100, max_bytes=1 << 20)
+    opening = [Frame(b"%04d\n\n" % n * 100) for n in range(300)]  # 600 bytes each
+    writer.release(opening)
+    assert bytes(client.body) == b"".join(frame.data for frame in opening)
+    assert len(client.bodies) == 3  # 180 KB in pieces of at most 64 KiB
+    assert max(len(body) for body in client.bodies) <= COALESCED_BYTES
+    assert (writer.frames, writer.bytes_sent) == (300, 180_000)
