@@ -283,3 +283,17 @@ test("a handler that throws does not stop the others or the stream", async () =>
     await server.close();
   }
 });
+
+test("a server that never answers is given up after two ping intervals, and tried again", async () => {
+  const server = await serve([() => {}, stream("event: note\ndata: in\n\n", { end: false })]);
+  const s = new ConnectomeStream(server.url, { retryBase: 50, pingInterval: 1 });
+  const log = record(s);
+  try {
+    await until(() => log.events.length === 1, "the event from the second request", 6000);
+    assert.match(log.errors[0].message, /no answer in 2 s/);
+    assert.deepEqual(log.states, ["connecting", "stale:silent", "reconnecting", "live"]);
+  } finally {
+    s.close();
+    await server.close();
+  }
+});

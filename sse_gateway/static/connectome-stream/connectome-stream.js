@@ -181,7 +181,6 @@ export class ConnectomeStream {
     this.role = "solo";
     this.lastEventId = "";
     this.closed = false;
-    this.everLive = false;
     this.seen = new Map(); // event id -> the connection that brought it
     this.latest = new Map(); // type -> {event, conn}: what a tab that joins starts from
     this.runId = 0;
@@ -376,7 +375,7 @@ export class ConnectomeStream {
     if (this.role === "holder") this.post({ k: "error", error });
   }
 
-  /** One connection, to its end. Resolves with the status, and how long it was live. */
+  /** One connection, to its end: {ok, status, retryAfter, message, liveMs}. */
   async connect(current) {
     const url = new URL(this.url);
     if (this.options.getTicket) {
@@ -392,54 +391,69 @@ export class ConnectomeStream {
     const headers = { Accept: "text/event-stream" };
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     const abort = (this.conn = new AbortController());
-    const response = await (this.options.fetch ?? fetch)(url, {
-      headers,
-      signal: abort.signal,
-      cache: "no-store",
-      credentials: this.options.credentials ?? "same-origin",
+    // One watchdog for the whole connection: no answer, or no ping, for two ping intervals
+    // (a proxy holding the stream, or a connection that died without a word).
+    const watch = { last: now(), silent: false };
+    const watchdog = this.every(WATCH_MS, () => {
+      if (now() - watch.last <= this.staleAfter()) return;
+      watch.silent = true;
+      this.setState("stale", "silent");
+      abort.abort();
     });
-    const status = response.status;
-    const type = response.headers.get("content-type") ?? "";
-    if (status === 200 && !(type.startsWith("text/event-stream") && response.body)) {
-      abort.abort(); // a page where a stream should be (a captive portal, a wrong route)
-      return { ok: false, status, message: `not an event stream (${type})`, liveMs: 0 };
-    }
-    if (status !== 200) {
-      let message = `${status} ${response.statusText}`.trim();
+    try {
+      let response;
       try {
-        message = JSON.parse(await response.text()).error ?? message;
-      } catch {} // not JSON: the status line says enough
+        response = await (this.options.fetch ?? fetch)(url, {
+          headers,
+          signal: abort.signal,
+          cache: "no-store",
+          credentials: this.options.credentials ?? "same-origin",
+        });
+      } catch (error) {
+        throw watch.silent ? new Error(`no answer in ${this.staleAfter() / 1000} s`) : error;
+      }
+      const status = response.status;
+      const type = response.headers.get("content-type") ?? "";
+      if (status === 200 && type.startsWith("text/event-stream") && response.body) {
+        return await this.read(response.body, current, watch);
+      }
+      let message = status === 200 ? `not an event stream (${type})` : `${status} ${response.statusText}`;
+      if (status !== 200) {
+        try {
+          message = JSON.parse(await response.text()).error ?? message;
+        } catch {} // not JSON: the status line says enough
+      }
       const retryAfter = retryAfterMs(response.headers.get("retry-after"));
-      return { ok: false, status, retryAfter, message, liveMs: 0 };
+      return { ok: false, status, retryAfter, message: message.trim(), liveMs: 0 };
+    } finally {
+      clearInterval(watchdog);
+      this.timers.delete(watchdog);
+      abort.abort();
     }
-    const opened = now();
-    const conn = token();
-    let lastPing = opened;
+  }
+
+  /** The live stream, read to its end (or until the watchdog aborts it). */
+  async read(body, current, watch) {
+    const opened = (watch.last = now());
+    const conn = token(); // tells this connection's events from another's copies
     let pingTs = null;
     let pingGap = Infinity;
-    this.everLive = true;
     this.setState("live", "");
     const parser = new EventStreamParser((event) => {
       if (!current()) return;
       if (event.type === "ping") {
-        lastPing = now();
+        watch.last = now();
         const ts = safeJson(event.data)?.ts;
         if (typeof ts === "number" && pingTs !== null && ts - pingTs > 0.05) {
           pingGap = Math.min(pingGap, ts - pingTs); // the gateway's own clock: bunching cannot fool it
           this.learnedPing = pingGap;
         }
-        pingTs = typeof ts === "number" ? ts : pingTs;
+        if (typeof ts === "number") pingTs = ts;
       }
       this.fromStream(event, conn);
     }, this.lastEventId);
-    const watchdog = this.every(WATCH_MS, () => {
-      if (now() - lastPing > this.staleAfter()) {
-        this.setState("stale", "silent"); // a proxy holding the stream, or a dead connection
-        abort.abort();
-      }
-    });
     try {
-      const reader = response.body.getReader();
+      const reader = body.getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done || !current()) break;
@@ -448,12 +462,8 @@ export class ConnectomeStream {
       }
     } catch {
       // the connection broke or was aborted: either way, the stream ended
-    } finally {
-      clearInterval(watchdog);
-      this.timers.delete(watchdog);
-      abort.abort();
     }
-    return { ok: true, status, liveMs: now() - opened };
+    return { ok: true, status: 200, liveMs: now() - opened };
   }
 
   staleAfter() {
