@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def restore(topology: Topology) -> None:
     for gateway in topology.gateways:
         if not gateway.process.alive():
             gateway.process.start()
-        wait_for(lambda g=gateway: ready(g), 30, what=f"gateway {gateway.port} ready")
+        wait_for(partial(ready, gateway), 30, what=f"gateway {gateway.port} ready")
     wait_for(lambda: open_streams(topology) == 0, 15, what="no stream left open")
 
 
@@ -148,6 +149,10 @@ def state(page: Page) -> str:
     return str(page.evaluate("window.connectomeStream && window.connectomeStream.state"))
 
 
+def is_live(page: Page) -> bool:
+    return state(page) == "live"
+
+
 def role(page: Page) -> str:
     return str(page.evaluate("window.connectomeStream.role"))
 
@@ -162,13 +167,22 @@ def received(page: Page, event: str) -> list[str]:
     return [data for type_, data, _ in page_log(page)["events"] if type_ == event]
 
 
+def has(page: Page, event: str, data: str) -> bool:
+    return data in received(page, event)
+
+
+def new_holder(pages: list[Page]) -> Page | None:
+    """The tab among ``pages`` that took the stream (none of them held it before)."""
+    return next((page for page in pages if page_log(page)["heldAt"] is not None), None)
+
+
 def states_since(page: Page, since_ms: float) -> list[str]:
     return [s for s, _, at in page_log(page)["states"] if at >= since_ms]
 
 
 def wait_live(*pages: Page) -> None:
     for page in pages:
-        wait_for(lambda p=page: state(p) == "live", 20, what="the page's stream live")
+        wait_for(partial(is_live, page), 20, what="the page's stream live")
 
 
 # -- publishing --------------------------------------------------------------------------
@@ -200,6 +214,9 @@ class Feed(threading.Thread):
                 await asyncio.sleep(self.interval)
         finally:
             await client.aclose()
+
+    def wait_sent(self, count: int) -> None:
+        wait_for(lambda: self.sent >= count, 20, what=f"{count} events published")
 
     def finish(self) -> None:
         self.join(60)
@@ -251,7 +268,7 @@ def test_ten_tabs_hold_one_stream_and_each_shows_every_event_once(
     marker = payloads("deploy", 1)  # after it, nothing of the 50 can still be on its way
     publish(redis.url, "deploy", marker)
     for page in pages:
-        wait_for(lambda p=page: marker[0] in received(p, "deploy"), 20, what="every deploy")
+        wait_for(partial(has, page, "deploy", marker[0]), 20, what="every deploy")
         assert received(page, "deploy") == deploys + marker
     streams = open_streams(topology)
     print(f"\nten tabs: {streams} open stream(s) on the gateways")
@@ -273,15 +290,12 @@ def test_closing_the_holder_tab_hands_over_within_2s_losing_and_repeating_nothin
         sequence = payloads("seq", 100)
         feed = Feed(redis.url, "seq", sequence, interval=0.02)
         feed.start()
-        wait_for(lambda f=feed: f.sent >= 30, 20, what="30 events before the handover")
+        feed.wait_sent(30)
         closed_ms = time.time() * 1000
         holder.close()
-        heir = wait_for(
-            lambda: next((p for p in pages if page_log(p)["heldAt"] is not None), None),
-            10,
-            what="another tab holding the stream",
-        )
-        wait_for(lambda h=heir: state(h) == "live", 10, what="the new holder live")
+        heir = wait_for(partial(new_holder, pages), 10, what="another tab holding the stream")
+        assert heir is not None
+        wait_for(partial(is_live, heir), 10, what="the new holder live")
         log = page_log(heir)
         held.append((log["heldAt"] - closed_ms) / 1000)
         live_at = min(at for s, _, at in log["states"] if s == "live" and at >= closed_ms)
@@ -289,7 +303,7 @@ def test_closing_the_holder_tab_hands_over_within_2s_losing_and_repeating_nothin
         feed.finish()
         for page in pages:
             last = sequence[-1]
-            wait_for(lambda p=page, m=last: m in received(p, "seq"), 20, what="the whole run")
+            wait_for(partial(has, page, "seq", last), 20, what="the whole run")
             run = [d for d in received(page, "seq") if d in set(sequence)]
             assert run == sequence, "an event lost, repeated or out of order across the handover"
         wait_for(lambda: open_streams(topology) == 1, 15, what="one stream after the handover")
@@ -317,17 +331,14 @@ def test_a_holder_that_stops_running_is_replaced_and_steps_down_when_it_wakes(
     cdp.send("Debugger.enable")
     frozen_ms = time.time() * 1000
     cdp.send("Debugger.pause")
-    heir = wait_for(
-        lambda: next((p for p in followers if page_log(p)["heldAt"] is not None), None),
-        10,
-        what="a follower taking the stream from the frozen tab",
-    )
+    heir = wait_for(partial(new_holder, followers), 10, what="a follower taking the stream")
+    assert heir is not None
     print(f"\nstopped holder replaced after {(page_log(heir)['heldAt'] - frozen_ms) / 1000:.3f} s")
     wait_for(lambda: state(heir) == "live", 10, what="the new holder live")
     sequence = payloads("seq", 30)
     publish(redis.url, "seq", sequence, interval=0.01)
     for page in followers:
-        wait_for(lambda p=page: sequence[-1] in received(p, "seq"), 20, what="the events")
+        wait_for(partial(has, page, "seq", sequence[-1]), 20, what="the events")
         assert [d for d in received(page, "seq") if d in set(sequence)] == sequence
     cdp.send("Debugger.resume")
     wait_for(lambda: role(holder) == "follower", 10, what="the woken tab following")
@@ -335,7 +346,7 @@ def test_a_holder_that_stops_running_is_replaced_and_steps_down_when_it_wakes(
     after = payloads("seq", 3)
     publish(redis.url, "seq", after)
     for page in pages:
-        wait_for(lambda p=page: after[-1] in received(p, "seq"), 20, what="events after waking")
+        wait_for(partial(has, page, "seq", after[-1]), 20, what="events after waking")
         assert [d for d in received(page, "seq") if d in set(after)] == after
 
 
@@ -343,7 +354,9 @@ def holding_gateway(topology: Topology) -> Gateway:
     def holding() -> Gateway | None:
         return next((g for g in topology.gateways if topology.open_streams(g) == 1), None)
 
-    return wait_for(holding, 15, what="the gateway holding the stream")
+    gateway = wait_for(holding, 15, what="the gateway holding the stream")
+    assert gateway is not None
+    return gateway
 
 
 @pytest.mark.parametrize("fault", ["drain", "kill"])
@@ -357,7 +370,7 @@ def test_a_gateway_that_goes_away_costs_a_reconnection_and_no_event(
     sequence = payloads("seq", 120)
     feed = Feed(redis.url, "seq", sequence, interval=0.02)
     feed.start()
-    wait_for(lambda: feed.sent >= 40, 20, what="events before the fault")
+    feed.wait_sent(40)
     fault_ms = time.time() * 1000
     gateway.process.signal(signal.SIGTERM if fault == "drain" else signal.SIGKILL)
     wait_for(lambda: "reconnecting" in states_since(page, fault_ms), 15, what="reconnecting")
@@ -386,7 +399,7 @@ def test_a_redis_restart_keeps_the_stream_live_and_brings_what_was_published_aft
     assert states_since(page, restart_ms) == [], "a Redis restart must not end the stream"
     assert state(page) == "live"
     for gateway in topology.gateways:
-        wait_for(lambda g=gateway: ready(g), 30, what="gateways back on Redis")
+        wait_for(partial(ready, gateway), 30, what="gateways back on Redis")
 
 
 def test_a_proxy_that_holds_the_stream_makes_it_stale_then_reopened(
@@ -428,7 +441,7 @@ def test_a_frozen_gateway_makes_the_stream_stale_then_it_moves_on_losing_nothing
     sequence = payloads("seq", 120)
     feed = Feed(redis.url, "seq", sequence, interval=0.02)
     feed.start()
-    wait_for(lambda: feed.sent >= 20, 20, what="events before the freeze")
+    feed.wait_sent(20)
     frozen_ms = time.time() * 1000
     gateway.process.signal(signal.SIGSTOP)  # its connections stay open, and say nothing
     try:
