@@ -167,7 +167,7 @@ export class ConnectomeStream {
   constructor(url, options = {}) {
     const base = globalThis.location ? globalThis.location.href : undefined;
     this.url = new URL(url, base);
-    if (options.events) this.url.searchParams.set("events", [...options.events].sort().join(","));
+    if (options.events?.length) this.url.searchParams.set("events", [...options.events].sort().join(","));
     this.options = options;
     this.key = "connectome-stream " + this.url.href;
     const events = options.events;
@@ -293,10 +293,13 @@ export class ConnectomeStream {
     if (t - this.heard < SUSPECT_MS) {
       this.probedAt = 0;
     } else if (!this.probedAt) {
-      this.probedAt = t; // a live holder answers at once, even from a throttled background tab
-      this.stealAt = t + ANSWER_MS + Math.random() * ANSWER_MS; // tabs that suspect together
-      this.post({ k: "probe" }); // do not all steal together
+      // A live holder answers at once, even from a background tab whose timers are slowed.
+      // The random part: tabs that suspect together do not all steal together.
+      this.probedAt = t;
+      this.stealAt = t + ANSWER_MS + Math.random() * ANSWER_MS;
+      this.post({ k: "probe" });
     } else if (t > this.stealAt) {
+      this.follow(); // and give the new holder a whole window to speak
       this.queue(true);
     }
   }
