@@ -30,6 +30,7 @@ from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.redis_source import RedisSource
 from sse_gateway.routes import (
     StreamEndpoint,
+    client_route,
     dashboard_route,
     health_routes,
     http_error,
@@ -131,6 +132,7 @@ def create_app(
             Route("/readyz", health["readyz"], methods=["GET"]),
             Route("/metrics", health["metrics"], methods=["GET"]),
             Route("/", dashboard_route(), methods=["GET"]),
+            Route("/client.js", client_route(), methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

@@ -10,6 +10,7 @@ drain). One coroutine per stream, no extra tasks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from functools import partial
@@ -42,6 +43,7 @@ limited_log = RateLimitedLog(log)
 
 MAX_SELECTED_EVENTS = 64
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+BROWSER_CLIENT = Path(__file__).parent / "static" / "connectome-stream" / "connectome-stream.js"
 
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -265,6 +267,26 @@ def dashboard_route() -> Any:
         return Response(page, media_type="text/html; charset=utf-8")
 
     return dashboard
+
+
+def client_route() -> Any:
+    """``/client.js``: the browser client (an ES module), read once; revalidated by ETag."""
+    try:
+        module = BROWSER_CLIENT.read_bytes()
+    except FileNotFoundError:
+        module = b""
+    etag = '"' + hashlib.sha256(module).hexdigest()[:20] + '"'
+    headers = {"Cache-Control": "no-cache", "ETag": etag}
+
+    async def client(request: Request) -> Response:
+        if not module:
+            return json_error(404, "browser client not installed")
+        known = request.headers.get("if-none-match", "").split(",")
+        if etag in (tag.strip().removeprefix("W/") for tag in known):
+            return Response(status_code=304, headers=headers)
+        return Response(module, media_type="text/javascript; charset=utf-8", headers=headers)
+
+    return client
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
