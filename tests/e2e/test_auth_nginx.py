@@ -1,11 +1,12 @@
 """Behind the project's nginx, the per-client limit counts the browser's address, not nginx's.
 
-nginx adds the browser's address to ``X-Forwarded-For``; the gateway trusts
-that header only from a peer listed in ``FORWARDED_ALLOW_IPS`` (uvicorn's
-default, 127.0.0.1, is where nginx connects from here). Clients come from
-127.0.0.2 and 127.0.0.3, so each address has its own count, and a client
-that writes someone else's address into ``X-Forwarded-For`` is still counted
-as itself (nginx appends the real one; the right-most untrusted entry wins).
+nginx sets ``X-Forwarded-For`` to the address it saw (whatever the client
+sent in that header is dropped); the gateway trusts that header only from a
+peer listed in ``FORWARDED_ALLOW_IPS`` (uvicorn's default, 127.0.0.1, is
+where nginx connects from here). Clients come from 127.0.0.2 and 127.0.0.3,
+so each address has its own count, and a client that writes another address
+into ``X-Forwarded-For`` is still counted as itself, over HTTP/1.1 and over
+HTTPS with HTTP/2, even by a gateway that trusts every peer.
 
 nginx's own per-address limit (``limit_conn``, ``LB_STREAMS_PER_CLIENT``) is
 tested with a small value here; every other test renders a large one. And
@@ -14,6 +15,7 @@ nginx's access log holds no ticket: the query is logged with it redacted.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -30,6 +32,8 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.e2e
 
 LIMIT = 2
+# An address from a documentation range: what a client invents.
+INVENTED = "203.0.113.7"
 
 
 @pytest.fixture
@@ -71,6 +75,54 @@ def test_the_limit_applies_to_the_browser_address_behind_nginx(nginx: NginxServe
     finally:
         for stream in streams:
             stream.close()
+
+
+@pytest.mark.parametrize("gateway_trusts", ["127.0.0.1", "*"])
+def test_an_invented_x_forwarded_for_does_not_escape_the_limit_through_nginx(
+    redis_server: RedisServer, start_gateway: StartGateway, gateway_trusts: str
+) -> None:
+    gateway = start_gateway(
+        redis_server.url,
+        env={"SSE_MAX_STREAMS_PER_CLIENT": "1", "FORWARDED_ALLOW_IPS": gateway_trusts},
+    ).wait_ready()
+    nginx = NginxServer([f"127.0.0.1:{gateway.port}"]).start()
+    streams: list[RawStream] = []
+    invented = [("X-Forwarded-For", INVENTED)]
+    try:
+        first = RawStream(nginx.port)
+        streams.append(first)
+        assert first.status == 200
+        first.read_until(lambda s: b"retry:" in s.body, what="the stream to flow via nginx")
+        second = RawStream(nginx.port)
+        streams.append(second)
+        assert second.status == 429
+        spoofed = RawStream(nginx.port, headers=invented)
+        streams.append(spoofed)
+        assert spoofed.status == 429, spoofed.data[:300]
+        body = spoofed.json()
+        assert isinstance(body, dict) and "from 127.0.0.1 " in body["error"], body
+        # The HTTPS server of the template, over HTTP/2, sets the header the same way.
+        tls = ssl.create_default_context(cafile=str(nginx.tls.ca))
+        with (
+            httpx.Client(http2=True, verify=tls, timeout=10) as client,
+            client.stream("GET", nginx.tls_url + "/api/sse", headers=dict(invented)) as answer,
+        ):
+            assert answer.http_version == "HTTP/2"
+            assert answer.status_code == 429
+            assert "from 127.0.0.1 " in answer.read().decode()
+
+        def refusals() -> list[str]:
+            return [line for line in gateway.log().splitlines() if "stream refused 429" in line]
+
+        wait_for(refusals, what="the gateway to log its refusal")
+        log = gateway.log()
+    finally:
+        for stream in streams:
+            stream.close()
+        nginx.stop()
+    # What nginx saw, never what the client wrote.
+    assert all(" for 127.0.0.1: " in line for line in refusals()), refusals()
+    assert INVENTED not in log
 
 
 def test_nginx_logs_requests_without_the_ticket(

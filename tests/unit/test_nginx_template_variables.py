@@ -39,3 +39,9 @@ def test_the_test_and_local_renders_fill_every_variable(tmp_path: Path) -> None:
     assert "limit_conn sse_per_client 65535;" in rendered
     values = localrun_nginx.template_values(8080, 8443, tmp_path / "c", tmp_path / "k", ["a:1"])
     assert not HOLE.search(localrun_nginx.render(TEMPLATE.read_text(), values))
+
+
+def test_compose_leaves_no_forwarded_address_to_the_client() -> None:
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "$proxy_add_x_forwarded_for" not in TEMPLATE.read_text()
+    assert not re.search(r"FORWARDED_ALLOW_IPS:\s*[\"']?\*", compose)
