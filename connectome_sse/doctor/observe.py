@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectome_sse.client_options import ClientOptions
 from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
 from connectome_sse.sse_client import (
     EventStreamParser,
@@ -81,29 +82,15 @@ def probe_url(url: str) -> str:
 @dataclass(frozen=True)
 class Options:
     idle: float = 75.0
-    token: str | None = None
-    cookie: str | None = None
-    insecure: bool = False
-    cacert: str | None = None
+    client: ClientOptions = field(default_factory=ClientOptions)
 
     def request_headers(self) -> dict[str, str]:
-        headers = {
+        return {
             "Accept": "text/event-stream",
             "Cache-Control": "no-cache",
             "Accept-Encoding": ACCEPT_ENCODING,
+            **self.client.headers(),
         }
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if self.cookie:
-            headers["Cookie"] = f"sse_token={self.cookie}"
-        return headers
-
-    def verify(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        if self.cacert:
-            return ssl.create_default_context(cafile=self.cacert)
-        return True
 
 
 @dataclass(frozen=True)
@@ -215,7 +202,7 @@ def _worth_comparing(o: Observation) -> bool:
 async def _record(url: str, options: Options, idle: float, accept_encoding: str) -> Observation:
     now = time.monotonic
     observation = Observation(url=url, idle=idle, accept_encoding=accept_encoding)
-    verify = options.verify()
+    verify = options.client.verify()
     try:
         client = httpx.AsyncClient(http2=True, verify=verify, timeout=_timeout())
     except ImportError:  # the optional h2 package is missing: HTTP/1.1 only
