@@ -13,6 +13,8 @@ the stream ends or breaks it waits the last ``retry`` the server sent, then
 reconnects with ``Last-Event-ID``. What a browser treats as final is final
 here too (a 4xx answer, a body that is not ``text/event-stream``), and so is
 a first connection that fails: a CLI should say so at once rather than spin.
+A line or an event past the reader's limits is final as well: memory stays
+bounded whatever the server sends.
 """
 
 from __future__ import annotations
@@ -24,12 +26,34 @@ from dataclasses import dataclass
 import httpx
 
 DEFAULT_RETRY_MS = 3000
+# What the reader holds at most: a line, and an event's data. Far above the
+# gateway's SSE_MAX_EVENT_BYTES (1 MiB by default), far below what hurts.
+READER_MAX_LINE = 16 << 20
+READER_MAX_EVENT = 16 << 20
+
+
+class StreamTooLarge(ValueError):
+    """More than a reader's limit (a line, an event, a body); the message is one line."""
+
+
+def size_text(n: int) -> str:
+    """``n`` bytes for people: 512 B, 2.0 KiB, 4 MiB."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:g} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
 
 
 class LineSplitter:
-    """Bytes in, complete lines out (decoded as UTF-8, bad bytes replaced, as the spec says)."""
+    """Bytes in, complete lines out (decoded as UTF-8, bad bytes replaced, as the spec says).
 
-    def __init__(self) -> None:
+    ``max_line`` bounds what is buffered: a line longer than that, ended or
+    not, raises ``StreamTooLarge``.
+    """
+
+    def __init__(self, max_line: int | None = None) -> None:
+        self.max_line = max_line
         self._buffer = b""
         self._after_cr = False
 
@@ -41,12 +65,11 @@ class LineSplitter:
         lines = []
         start = 0
         length = len(data)
-        while True:
-            cr, lf = data.find(b"\r", start), data.find(b"\n", start)
-            ends = [i for i in (cr, lf) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
+        # The next CR and LF, each searched again only once passed: linear in the chunk.
+        cr, lf = data.find(b"\r"), data.find(b"\n")
+        while cr >= 0 or lf >= 0:
+            end = lf if cr < 0 else cr if lf < 0 else min(cr, lf)
+            self._check(end - start)
             lines.append(data[start:end].decode("utf-8", errors="replace"))
             start = end + 1
             if data[end] == 0x0D:  # CR
@@ -54,8 +77,20 @@ class LineSplitter:
                     start += 1
                 elif start == length:
                     self._after_cr = True
+            if cr < start:
+                cr = data.find(b"\r", start) if cr >= 0 else -1
+            if lf < start:
+                lf = data.find(b"\n", start) if lf >= 0 else -1
         self._buffer = data[start:]
+        self._check(len(self._buffer))
         return lines
+
+    def _check(self, length: int) -> None:
+        if self.max_line is not None and length > self.max_line:
+            self._buffer = b""
+            raise StreamTooLarge(
+                f"line too long: over {size_text(self.max_line)} without a line break"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,11 +101,16 @@ class ServerEvent:
 
 
 class EventStreamParser:
-    def __init__(self) -> None:
+    """Lines in, events out. ``max_event`` bounds the data an event may gather
+    (``StreamTooLarge`` past it)."""
+
+    def __init__(self, max_event: int | None = None) -> None:
+        self.max_event = max_event
         self.last_event_id = ""
         self.retry_ms: int | None = None
         self._event = ""
         self._data: list[str] = []
+        self._size = 0
         self._first = True
 
     def feed(self, line: str) -> ServerEvent | None:
@@ -85,6 +125,10 @@ class EventStreamParser:
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._size += len(value) + 1
+            if self.max_event is not None and self._size > self.max_event:
+                self._data, self._size = [], 0
+                raise StreamTooLarge(f"event too large: over {size_text(self.max_event)}")
             self._data.append(value)
         elif name == "event":
             self._event = value
@@ -97,7 +141,7 @@ class EventStreamParser:
 
     def _dispatch(self) -> ServerEvent | None:
         event, data = self._event or "message", self._data
-        self._event, self._data = "", []
+        self._event, self._data, self._size = "", [], 0
         if not data:
             return None
         return ServerEvent(event=event, data="\n".join(data), id=self.last_event_id)
@@ -125,11 +169,15 @@ class EventSourceReader:
         client: httpx.Client,
         on_status: Callable[[str], None] = lambda _: None,
         sleep: Callable[[float], None] = time.sleep,
+        max_line: int = READER_MAX_LINE,
+        max_event: int = READER_MAX_EVENT,
     ) -> None:
         self.url = url
         self.client = client
         self.on_status = on_status
         self.sleep = sleep
+        self.max_line = max_line
+        self.max_event = max_event
         self.retry_ms = DEFAULT_RETRY_MS
         self.last_event_id = ""
         self.connected_once = False
@@ -139,6 +187,9 @@ class EventSourceReader:
             try:
                 yield from self._one_connection()
                 reason = "the server closed the stream"
+            except StreamTooLarge as exc:
+                # The same server would send the same again: final, like a 4xx.
+                raise GatewayError(f"{self.url}: {exc}") from None
             except httpx.HTTPError as exc:
                 if not self.connected_once:
                     raise GatewayError(
@@ -149,7 +200,13 @@ class EventSourceReader:
             self.sleep(self.retry_ms / 1000)
 
     def _one_connection(self) -> Iterator[ServerEvent]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        # No compression asked for: a stream is never worth it, and a decoder can
+        # turn one small chunk into a huge one.
+        headers = {
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "Accept-Encoding": "identity",
+        }
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         with self.client.stream("GET", self.url, headers=headers) as response:
@@ -158,7 +215,7 @@ class EventSourceReader:
             resuming = headers.get("Last-Event-ID")
             note = f", resuming after id {resuming}" if resuming else ""
             self.on_status(f"connected to {self.url}{note}")
-            splitter, parser = LineSplitter(), EventStreamParser()
+            splitter, parser = LineSplitter(self.max_line), EventStreamParser(self.max_event)
             for chunk in response.iter_bytes():
                 for line in splitter.feed(chunk):
                     event = parser.feed(line)

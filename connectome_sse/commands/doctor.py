@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
+from connectome_sse import client_options
 from connectome_sse.doctor.checks import failed, run_checks
 from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, observe, probe_url
 from connectome_sse.doctor.report import json_report, text_report
@@ -35,13 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"[default {DEFAULT_IDLE_S:g}]",
     )
     parser.add_argument("--json", action="store_true", help="the verdicts as JSON")
-    parser.add_argument("--token", metavar="T", help="send Authorization: Bearer T")
-    parser.add_argument("--cookie", metavar="T", help="send the cookie sse_token=T")
-    tls = parser.add_mutually_exclusive_group()
-    tls.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's certificate"
-    )
-    tls.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE")
+    client_options.add_arguments(parser)
 
 
 def _seconds(text: str) -> float:
@@ -57,19 +51,10 @@ def _seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     try:
         url = probe_url(args.url)
-    except UsageError as exc:
+        options = Options(idle=args.idle, client=client_options.from_args(args))
+    except (UsageError, client_options.UsageError) as exc:
         print(f"connectome-sse doctor: {exc}", file=sys.stderr)
         return 2
-    if args.cacert and not Path(args.cacert).is_file():
-        print(f"connectome-sse doctor: --cacert: no such file {args.cacert!r}", file=sys.stderr)
-        return 2
-    options = Options(
-        idle=args.idle,
-        token=args.token,
-        cookie=args.cookie,
-        insecure=args.insecure,
-        cacert=args.cacert,
-    )
     if not args.json:
         seconds = args.idle + PROBE_SPAN
         print(f"watching {url} for about {seconds:g} s ...", file=sys.stderr, flush=True)

@@ -6,7 +6,8 @@ Reconnects after the server's ``retry`` like a browser, sending
 relayed event's line ends with its id, and ``--last-event-id`` resumes from
 one given by hand. A gateway that cannot be reached at the first attempt, or
 that refuses the stream, is a one-line error and exit status 1. Connection
-notes go to stderr, events to stdout.
+notes go to stderr, events to stdout. Credentials and TLS trust take the
+flags ``doctor`` takes (``connectome_sse.client_options``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectome_sse import client_options
 from connectome_sse.contract import STREAM_PATH, is_valid_event_name
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError
@@ -52,11 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="resume after this event id (as a reconnecting browser does)",
     )
-    parser.add_argument(
-        "--token",
-        metavar="T",
-        help="stream token (connectome-sse token), sent as Authorization: Bearer T",
-    )
+    client_options.add_arguments(parser)
 
 
 def _positive_float(text: str) -> float:
@@ -129,14 +127,16 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _end_on_interrupt)
     try:
         url = stream_url(args.url, args.events)
-    except UsageError as exc:
+        options = client_options.from_args(args)
+    except (UsageError, client_options.UsageError) as exc:
         print(f"connectome-sse listen: {exc}", file=sys.stderr)
         return 2
     colour = _use_colour(args.color)
     timeout = httpx.Timeout(10.0, read=args.idle_timeout)
     seen = 0
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    with httpx.Client(timeout=timeout, headers=headers) as client:
+    with httpx.Client(
+        timeout=timeout, headers=options.headers(), verify=options.verify()
+    ) as client:
         reader = EventSourceReader(url, client, on_status=_note)
         reader.last_event_id = args.last_event_id.strip()
         try:

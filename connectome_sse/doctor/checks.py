@@ -17,6 +17,7 @@ from typing import Literal
 
 from connectome_sse.contract import PROBE_EVENT
 from connectome_sse.doctor.observe import PROBE_SPAN, Observation
+from connectome_sse.sse_client import size_text
 
 Verdict = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -42,6 +43,18 @@ FIX_IDLE = (
     "a proxy or load balancer closes streams silent this long: raise its idle timeout "
     "(nginx `proxy_read_timeout`, a cloud load balancer's idle timeout) well above the "
     "gateway's SSE_PING_INTERVAL, or lower SSE_PING_INTERVAL below it"
+)
+FIX_IDLE_UNPROVEN = (
+    "watch longer than the gateway's ping interval (SSE_PING_INTERVAL, 15 s by default), "
+    "so that a ping crosses the path after a full silence: --idle 75, the default"
+)
+FIX_NOT_A_STREAM = (
+    "this path is not an SSE stream: point the doctor at the gateway's URL or its "
+    "/api/sse (browsers' EventSource accepts only text/event-stream)"
+)
+FIX_BODY = (
+    "a gateway's probe stream is a few hundred bytes a minute: this is not one, or "
+    "something in between rewrites the response"
 )
 FIX_HTTP2 = (
     "browsers open at most six HTTP/1.1 connections per host, so the seventh stream "
@@ -102,9 +115,9 @@ def check_content_type(o: Observation) -> Check:
     return Check(
         "content-type",
         "FAIL",
-        value or "none",
+        f"{value or 'none'} (not an SSE stream)",
         value or None,
-        ("browsers' EventSource accepts only text/event-stream",),
+        (FIX_NOT_A_STREAM,),
     )
 
 
@@ -132,9 +145,23 @@ def check_encoding(o: Observation) -> Check:
     )
 
 
+def check_body(o: Observation) -> Check:
+    """Did the doctor read the stream within its bounds (size, line length, events)?"""
+    if o.cut_short is not None:
+        figure = f"{o.cut_short}: the doctor stopped reading at {o.watched_until:.1f} s"
+        return Check("body", "FAIL", figure, o.body_bytes, (FIX_BODY,))
+    if not o.streaming:
+        return _skip("body", "no stream")
+    return Check("body", "PASS", f"{size_text(o.body_bytes)} read", o.body_bytes)
+
+
 def check_cache(o: Observation) -> Check:
     if o.status is None:
         return _skip("cache", "no response head")
+    if not o.streaming:
+        # A refusal or another path (/healthz): the stream's headers are not there to judge.
+        content_type = o.headers.get("content-type", "none")
+        return _skip("cache", f"not an SSE stream (Content-Type: {content_type})")
     value = o.headers.get("cache-control", "")
     directives = {d.strip().split("=")[0].lower() for d in value.split(",") if d.strip()}
     if "age" in o.headers or "hit" in o.headers.get("x-cache", "").lower():
@@ -212,6 +239,8 @@ def check_probes(o: Observation) -> Check:
     """Probes are sent 1 s apart: bunched or missing on arrival means something buffers."""
     if not (o.streaming or o.held):
         return _skip("probes", "no stream")
+    if o.cut_short is not None and len(o.events(PROBE_EVENT)) < 3:
+        return _skip("probes", "the doctor stopped reading (see body)")
     numbers = [_probe_number(a.event.data) for a in o.events(PROBE_EVENT)]
     if numbers != list(range(len(numbers))) or len(numbers) > 3:
         return Check("probes", "FAIL", f"unexpected probe events {numbers} (not a gateway?)")
@@ -267,8 +296,15 @@ def check_idle(o: Observation) -> Check:
     """Does the stream stay open ``idle`` seconds past the probes, when only pings flow?"""
     if not o.streaming:
         return _skip("idle", "no stream")
+    if o.cut_short is not None:
+        return _skip("idle", "the doctor stopped reading (see body)")
     if o.ended_at is None:
         figure = f"open {o.idle:g} s past the probes (longest silence {_longest_silence(o):.1f} s)"
+        if not _ping_after_probes(o):
+            # The gateway pings after a ping interval of silence: without one, the
+            # longest silence a real stream has was never crossed.
+            figure += ", but no ping arrived after the probes: not proven"
+            return Check("idle", "WARN", figure, round(o.watched_until, 2), (FIX_IDLE_UNPROVEN,))
         return Check("idle", "PASS", figure, round(o.watched_until, 2))
     last = o.last_byte_at()
     quiet = o.ended_at - (last if last is not None else 0.0)
@@ -277,6 +313,12 @@ def check_idle(o: Observation) -> Check:
         fix = "ended while data flowed: a proxy's limit on a response's length or duration?"
         return Check("idle", "FAIL", figure, round(o.ended_at, 2), (fix,))
     return Check("idle", "FAIL", figure, round(o.ended_at, 2), (FIX_IDLE,))
+
+
+def _ping_after_probes(o: Observation) -> bool:
+    probes = [a.at for a in o.events(PROBE_EVENT)]
+    since = max(probes) if probes else (o.head_at or 0.0)
+    return any(a.at > since for a in o.events("ping"))
 
 
 def _longest_silence(o: Observation) -> float:
@@ -309,6 +351,7 @@ CHECKS: tuple[Callable[[Observation], Check], ...] = (
     check_status,
     check_content_type,
     check_encoding,
+    check_body,
     check_cache,
     check_http_version,
     check_first_byte,

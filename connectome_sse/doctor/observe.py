@@ -20,6 +20,9 @@ while compression was offered, a second, short look asks for no compression
 The body is read raw and decoded here (gzip and deflate, which is what the
 request offers, as a browser does) so arrival times are those of the bytes
 on the wire: a compressing proxy should be seen, not hidden by a decoder.
+What is read is bounded (``MAX_BODY_BYTES`` decoded, ``MAX_LINE_BYTES`` a line,
+``MAX_EVENTS`` events): past a bound the doctor stops reading and says why
+(``Observation.cut_short``), so a gzip bomb or an endless line costs a few MiB.
 """
 
 from __future__ import annotations
@@ -33,8 +36,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectome_sse.client_options import ClientOptions
 from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
-from connectome_sse.sse_client import EventStreamParser, LineSplitter, ServerEvent
+from connectome_sse.sse_client import (
+    EventStreamParser,
+    LineSplitter,
+    ServerEvent,
+    StreamTooLarge,
+    size_text,
+)
 
 # The gateway sends probes 0, 1 and 2 at 0, 1 and 2 s after the response starts;
 # the watch allows the last one half a second more to cross the path.
@@ -46,6 +56,12 @@ ACCEPT_ENCODING = "gzip, deflate"
 IDENTITY_WATCH_S = 1.5
 # At most this much of a refused request's body is kept, for the report.
 EXCERPT_BYTES = 300
+# What the doctor reads at most. A probe stream is three probes and the pings,
+# a few hundred bytes a minute; these bounds are for whatever else answers.
+MAX_BODY_BYTES = 4 << 20  # decoded
+MAX_LINE_BYTES = 1 << 20
+MAX_EVENTS = 10_000
+SPLIT_SLICE = 64 << 10
 
 
 class UsageError(ValueError):
@@ -66,29 +82,15 @@ def probe_url(url: str) -> str:
 @dataclass(frozen=True)
 class Options:
     idle: float = 75.0
-    token: str | None = None
-    cookie: str | None = None
-    insecure: bool = False
-    cacert: str | None = None
+    client: ClientOptions = field(default_factory=ClientOptions)
 
     def request_headers(self) -> dict[str, str]:
-        headers = {
+        return {
             "Accept": "text/event-stream",
             "Cache-Control": "no-cache",
             "Accept-Encoding": ACCEPT_ENCODING,
+            **self.client.headers(),
         }
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if self.cookie:
-            headers["Cookie"] = f"sse_token={self.cookie}"
-        return headers
-
-    def verify(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        if self.cacert:
-            return ssl.create_default_context(cafile=self.cacert)
-        return True
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class Observation:
     end_reason: str | None = None
     watched_until: float = 0.0
     excerpt: str = ""  # the start of a body that is not a stream
+    body_bytes: int = 0  # of the stream, decoded
+    # Why the doctor stopped reading before the watch was over (a bound was reached).
+    cut_short: str | None = None
     # The second, short look without compression (see ``observe``), when one was taken.
     identity: Observation | None = None
 
@@ -144,11 +149,19 @@ class Observation:
 
 
 class _Decoder:
-    """Content-Encoding undone chunk by chunk (gzip, deflate, identity)."""
+    """Content-Encoding undone chunk by chunk (gzip, deflate, identity), ``limit`` bytes at most.
 
-    def __init__(self, encoding: str) -> None:
+    ``feed`` never returns more than what is left of ``limit``; ``over`` says
+    that the body had more. zlib is asked for no more than that, so a small
+    compressed chunk never becomes a large one in memory.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
         encoding = encoding.strip().lower()
         self.supported = encoding in ("", "identity", "gzip", "x-gzip", "deflate")
+        self.limit = limit
+        self.total = 0
+        self.over = False
         self._zlib = None
         if encoding in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -156,9 +169,15 @@ class _Decoder:
             self._zlib = zlib.decompressobj()
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self.supported:
+        if not self.supported or self.over:
             return b""
-        return chunk if self._zlib is None else self._zlib.decompress(chunk)
+        room = self.limit - self.total
+        out = chunk if self._zlib is None else self._zlib.decompress(chunk, room + 1)
+        if len(out) > room:
+            self.over = True
+            out = out[:room]
+        self.total += len(out)
+        return out
 
 
 async def observe(url: str, options: Options) -> Observation:
@@ -183,7 +202,7 @@ def _worth_comparing(o: Observation) -> bool:
 async def _record(url: str, options: Options, idle: float, accept_encoding: str) -> Observation:
     now = time.monotonic
     observation = Observation(url=url, idle=idle, accept_encoding=accept_encoding)
-    verify = options.verify()
+    verify = options.client.verify()
     try:
         client = httpx.AsyncClient(http2=True, verify=verify, timeout=_timeout())
     except ImportError:  # the optional h2 package is missing: HTTP/1.1 only
@@ -233,14 +252,15 @@ async def _record(url: str, options: Options, idle: float, accept_encoding: str)
 
 
 async def _read_excerpt(observation: Observation, response: httpx.Response) -> None:
+    decoder = _Decoder(response.headers.get("content-encoding", ""), EXCERPT_BYTES)
     raw = b""
     try:
         async with asyncio.timeout(5):
-            async for chunk in response.aiter_bytes():
-                raw += chunk
-                if len(raw) >= EXCERPT_BYTES:
+            async for chunk in response.aiter_raw():
+                raw += decoder.feed(chunk)
+                if decoder.over or len(raw) >= EXCERPT_BYTES:
                     break
-    except (httpx.HTTPError, TimeoutError):
+    except (httpx.HTTPError, TimeoutError, zlib.error):
         pass
     observation.excerpt = " ".join(raw[:EXCERPT_BYTES].decode("utf-8", "replace").split())
 
@@ -260,27 +280,49 @@ async def _read_stream(
     observation: Observation, response: httpx.Response, started: float, deadline: float
 ) -> None:
     now = time.monotonic
-    decoder = _Decoder(observation.headers.get("content-encoding", ""))
-    splitter, parser = LineSplitter(), EventStreamParser()
+    decoder = _Decoder(observation.headers.get("content-encoding", ""), MAX_BODY_BYTES)
+    splitter, parser = LineSplitter(MAX_LINE_BYTES), EventStreamParser(MAX_BODY_BYTES)
     try:
         async with asyncio.timeout_at(_loop_time_of(deadline)):
             async for chunk in response.aiter_raw():
                 at = now() - started
                 if observation.first_byte_at is None and chunk:
                     observation.first_byte_at = at
-                for line in splitter.feed(decoder.feed(chunk)):
-                    event = parser.feed(line)
-                    if parser.retry_ms is not None and observation.retry_ms is None:
-                        observation.retry_ms = parser.retry_ms
-                    if event is not None:
-                        observation.arrivals.append(Arrival(at, event))
+                data = decoder.feed(chunk)
+                # In slices, so the lines of one chunk never pile up by the million.
+                for offset in range(0, len(data), SPLIT_SLICE):
+                    for line in splitter.feed(data[offset : offset + SPLIT_SLICE]):
+                        _take_line(observation, parser, line, at)
+                observation.body_bytes = decoder.total
+                if decoder.over:
+                    raise StreamTooLarge(
+                        f"response too large: over {size_text(MAX_BODY_BYTES)} after decoding"
+                    )
         observation.ended_at = now() - started
         observation.end_reason = "closed by the other end"
     except TimeoutError:
         return  # the watch is over and the stream is still open
+    except StreamTooLarge as exc:
+        observation.cut_short = str(exc)
+    except zlib.error as exc:
+        observation.cut_short = f"the body does not decode as {_encoding_name(observation)} ({exc})"
     except httpx.HTTPError as exc:
         observation.ended_at = now() - started
         observation.end_reason = _describe(exc)
+
+
+def _take_line(observation: Observation, parser: EventStreamParser, line: str, at: float) -> None:
+    event = parser.feed(line)
+    if parser.retry_ms is not None and observation.retry_ms is None:
+        observation.retry_ms = parser.retry_ms
+    if event is not None:
+        if len(observation.arrivals) >= MAX_EVENTS:
+            raise StreamTooLarge(f"response too large: over {MAX_EVENTS} events")
+        observation.arrivals.append(Arrival(at, event))
+
+
+def _encoding_name(observation: Observation) -> str:
+    return observation.headers.get("content-encoding", "").strip() or "identity"
 
 
 def _loop_time_of(monotonic_deadline: float) -> float:

@@ -9,7 +9,9 @@ deployment under a project name of its own with nginx published on a free
 loopback port. Then, only through nginx and ``docker`` itself: the dashboard,
 real health events of the demo engine, a ``redis-cli publish`` from inside the
 Redis container, the loss of a gateway, a scale-out to five gateways, the loss of
-the leading publisher. ``down`` must leave nothing of the project behind.
+the leading publisher, and last, with one gateway holding one stream per
+client address, a client that invents its X-Forwarded-For. ``down`` must
+leave nothing of the project behind.
 
 Bounds asserted (the issue's; measured figures are printed at the end):
   - a killed gateway's clients have their snapshot within retry + 2 s;
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from httpx_sse import aconnect_sse
 
 from connectome_sse.contract import LEADER_KEY
@@ -45,6 +48,7 @@ from tests.support.compose import (
     prepared,
 )
 from tests.support.ports import free_port
+from tests.support.raw_stream import RawStream
 from tests.support.topology import (
     HEALTH_EVENT,
     SEQ_EVENT,
@@ -54,7 +58,7 @@ from tests.support.topology import (
     open_streams,
     seq_range,
 )
-from tests.support.wait import async_wait_for
+from tests.support.wait import async_wait_for, wait_for
 
 # Building on a cold machine (debootstrap, apt, pip) takes minutes, not seconds.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -509,3 +513,57 @@ async def test_docker_kill_of_the_leading_publisher_hands_health_to_the_standby(
         f" (bound: lease {LEASE_S:g}s + interval {INTERVAL_S:g}s + {SLACK_S:g}s)"
     )
     assert resumed_after <= bound
+
+
+# Last: it leaves the deployment with one gateway and a limit of one stream per address.
+def test_an_invented_x_forwarded_for_does_not_escape_the_per_client_limit(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    project = deployment.project
+    limit = tmp_path / "one-stream-per-client.yml"
+    limit.write_text(
+        yaml.safe_dump(
+            {"services": {"gateway": {"environment": {"SSE_MAX_STREAMS_PER_CLIENT": "1"}}}}
+        )
+    )
+    project.files.append(limit)
+    # One gateway, so every request meets the same count.
+    project.up("--scale", "gateway=1")
+    project.wait_healthy("gateway", 1, timeout=WAIT_S)
+    project.wait_healthy("nginx", 1, timeout=WAIT_S)
+    invented = "203.0.113.7"
+    streams: list[RawStream] = []
+
+    def stream(*headers: tuple[str, str]) -> RawStream:
+        opened = RawStream(deployment.port, headers=headers)
+        streams.append(opened)
+        return opened
+
+    def flowing() -> RawStream | None:
+        opened = stream()
+        return opened if opened.status == 200 else None
+
+    def error(refused: RawStream) -> str:
+        body = refused.json()
+        assert isinstance(body, dict), body
+        return str(body["error"])
+
+    try:
+        # nginx's DNS answer may still name a gateway of before the scale-down for 1 s.
+        first = wait_for(flowing, timeout=WAIT_S, what="a stream through nginx")
+        assert first is not None
+        first.read_until(lambda s: b"retry:" in s.body, what="the stream to flow")
+        second = stream()
+        assert second.status == 429, second.data[:300]
+        spoofed = stream(("X-Forwarded-For", invented))
+        assert spoofed.status == 429, spoofed.data[:300]
+        # Both counted as the address nginx saw (Docker's side of the published port).
+        seen = error(second).split(" from ", 1)[1].split(" ", 1)[0]
+        assert error(spoofed) == error(second), (error(spoofed), error(second))
+        logs = project.compose("logs", "--no-color", "gateway").stdout
+    finally:
+        for opened in streams:
+            opened.close()
+    assert invented not in logs
+    assert f"stream refused 429 for {seen}: " in logs, logs[-2000:]
+    FIGURES["invented X-Forwarded-For"] = f"refused as {seen}, the address nginx saw"

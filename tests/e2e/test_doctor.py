@@ -96,8 +96,8 @@ def test_the_text_report_has_one_line_per_check_and_exit_0(gateway: GatewayProce
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     checks = [line for line in lines if re.match(r"^(PASS|WARN|FAIL|SKIP) ", line)]
-    assert [line.split()[0] for line in checks] == ["PASS"] * 9, done.stdout
-    assert lines[-1] == "9 checks: 9 pass"
+    assert [line.split()[0] for line in checks] == ["PASS"] * 10, done.stdout
+    assert lines[-1] == "10 checks: 10 pass"
 
 
 def test_the_project_nginx_passes_every_check_over_http(project_nginx: NginxServer) -> None:
@@ -125,7 +125,7 @@ def test_a_certificate_that_does_not_verify_fails_and_says_how_to_trust_it(
     assert "certificate" in status["figure"].lower()
     assert any("--cacert" in fix for fix in status["fixes"])
     # --insecure skips verification: the path itself is fine.
-    assert all_pass(doctor(project_nginx.tls_url, "--idle", "0", "--insecure"))
+    assert all_pass(doctor(project_nginx.tls_url, "--idle", "1", "--insecure"))
 
 
 def test_buffering_and_gzip_fail_the_buffering_and_encoding_checks_naming_them(
@@ -187,5 +187,34 @@ def test_credentials_are_sent_as_bearer_token_or_cookie(
     assert any("--token" in fix for fix in status["fixes"])
 
     token = TokenVerifier(SECRET.encode()).mint(ttl=60)
-    assert all_pass(doctor(gateway.url, "--idle", "0", "--token", token))
-    assert all_pass(doctor(gateway.url, "--idle", "0", "--cookie", token))
+    assert all_pass(doctor(gateway.url, "--idle", "1", "--token", token))
+    assert all_pass(doctor(gateway.url, "--idle", "1", "--cookie", token))
+
+
+def test_an_idle_wait_that_no_ping_crossed_warns_that_it_proves_nothing(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    # Pings every 30 s, a wait of 1 s: the stream stays open, yet no silence as long
+    # as a real one (a ping interval) was survived.
+    quiet = start_gateway(redis_server.url, env={"SSE_PING_INTERVAL": "30"}).wait_ready()
+    run = doctor(quiet.url, "--idle", "1")
+    idle = run.check("idle")
+    assert idle["verdict"] == "WARN", idle
+    assert "no ping arrived after the probes: not proven" in idle["figure"]
+    assert "SSE_PING_INTERVAL" in idle["fixes"][0]
+    assert run.status == 0  # a warning, not a failure
+    assert {name for name, v in run.verdicts().items() if v != "PASS"} == {"idle"}
+
+
+def test_a_path_that_is_not_a_stream_is_named_so_and_no_proxy_is_blamed(
+    gateway: GatewayProcess,
+) -> None:
+    run = doctor(gateway.url + "/healthz", "--idle", "0")
+    assert run.status == 1
+    content_type = run.check("content-type")
+    assert content_type["verdict"] == "FAIL"
+    assert "not an SSE stream" in content_type["figure"]
+    assert "/api/sse" in content_type["fixes"][0]
+    cache = run.check("cache")
+    assert cache["verdict"] == "SKIP" and "not an SSE stream" in cache["figure"], cache
+    assert not any("proxy" in c["figure"] for c in run.report["checks"]), run.report

@@ -3,21 +3,27 @@
 Real processes: redis-server, an sse-gateway, Debian's nginx with
 services/nginx/nginx.conf.template and a certificate from a test CA. curl
 speaks HTTP/2 (Python's HTTP clients here do not), so the stream is read from
-curl's output as it arrives.
+curl's output as it arrives. ``connectome-sse listen`` reads the HTTPS port
+as a user would read compose's self-signed one: ``--cacert`` or
+``--insecure``, and ``--cookie`` when streams need credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_sse.localrun.processes import console_script
 from connectome_sse.publishing import publish_event
+from sse_gateway.auth import TokenVerifier
 from tests.conftest import StartGateway
 from tests.support.nginx import NginxServer, TlsFiles
 from tests.support.redis_server import RedisServer, require_program
@@ -145,3 +151,41 @@ def test_a_bad_certificate_stops_nginx_with_a_message_naming_it(
     finally:
         nginx.stop()
     assert f'cannot load certificate "{cert}"' in str(exited.value)
+
+
+def listen(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``connectome-sse listen URL --json --count 1 ARGS``: one event, or the error."""
+    return subprocess.run(
+        console_script("connectome-sse", "listen", url, "--json", "--count", "1", *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_listen_reads_the_https_port_with_cacert_insecure_and_a_cookie(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    secret = "listen-tls-secret-0123456789abcdef0123"
+    gateway = start_gateway(redis_server.url, env={"SSE_AUTH_SECRET": secret}).wait_ready()
+    nginx = NginxServer([f"127.0.0.1:{gateway.port}"]).start()
+    token = TokenVerifier(secret.encode()).mint(ttl=60)
+    try:
+        untrusted = listen(nginx.tls_url, "--cookie", f"sse_token={token}")
+        trusted = listen(
+            nginx.tls_url, "--cacert", str(nginx.tls.ca), "--cookie", f"sse_token={token}"
+        )
+        insecure = listen(nginx.tls_url, "--insecure", "--cookie", f"sse_token={token}")
+        without_cookie = listen(nginx.tls_url, "--cacert", str(nginx.tls.ca))
+    finally:
+        nginx.stop()
+    assert untrusted.returncode == 1
+    assert "certificate" in untrusted.stderr.lower(), untrusted.stderr
+    for done in (trusted, insecure):
+        assert done.returncode == 0, done.stderr
+        # The gateway's pings flow to any authenticated stream.
+        assert json.loads(done.stdout.splitlines()[0])["event"] == "ping", done.stdout
+    assert without_cookie.returncode == 1
+    assert "401" in without_cookie.stderr
+    assert token not in untrusted.stderr + trusted.stderr + insecure.stderr

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import json
 import os
+import random
 import shutil
 import subprocess
 import threading
@@ -224,6 +226,33 @@ def compose_command() -> list[str]:
     raise AssertionError("neither docker-compose nor `docker compose` is installed")
 
 
+# NETWORK_PREFIX of the test's projects: 10.183.N, N picked so that no network of
+# the engine overlaps (another project of the file may run on the same engine).
+TEST_NETWORKS = "10.183"
+SUBNETS = "{{range .IPAM.Config}}{{.Subnet}} {{end}}"
+
+
+def free_network_prefix() -> str:
+    """A ``NETWORK_PREFIX`` whose /24 overlaps no network the engine has now."""
+    ids = run(["docker", "network", "ls", "-q"]).stdout.split()
+    # Not run(): a network removed since `ls` makes inspect fail for that one alone.
+    listed = subprocess.run(
+        ["docker", "network", "inspect", "--format", SUBNETS, *ids],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.split()
+    used = [ipaddress.ip_network(subnet, strict=False) for subnet in listed]
+    candidates = [f"{TEST_NETWORKS}.{n}" for n in range(256)]
+    random.shuffle(candidates)
+    for prefix in candidates:
+        network = ipaddress.ip_network(f"{prefix}.0/24")
+        if not any(network.overlaps(other) for other in used):
+            return prefix
+    raise AssertionError(f"every {TEST_NETWORKS}.N.0/24 is taken on this engine")
+
+
 @dataclass
 class Container:
     id: str
@@ -246,6 +275,8 @@ class ComposeProject:
     ) -> None:
         self.name = f"connectome-e2e-{uuid.uuid4().hex[:8]}"
         self.env = dict(env)
+        if "NETWORK_PREFIX" not in self.env:
+            self.env["NETWORK_PREFIX"] = free_network_prefix()
         self.profiles = list(profiles)
         self.files = list(files)
         self.command = compose_command()

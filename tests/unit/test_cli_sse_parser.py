@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectome_sse.sse_client import EventStreamParser, LineSplitter, ServerEvent
+from connectome_sse.sse_client import EventStreamParser, LineSplitter, ServerEvent, StreamTooLarge
 
 
 def parse(lines: list[str]) -> tuple[list[ServerEvent], EventStreamParser]:
@@ -72,3 +72,22 @@ def test_cr_cr_is_two_lines_and_crlf_across_chunks_is_one() -> None:
     assert splitter.feed(b"\nb\r\rc") == ["b", ""]
     assert splitter.feed(b"\n") == ["c"]
     assert splitter.feed(b"\xff\n") == ["\ufffd"]
+
+
+def test_a_line_longer_than_the_limit_is_refused_whether_or_not_it_has_ended() -> None:
+    splitter = LineSplitter(max_line=8)
+    assert splitter.feed(b"data: 12\n") == ["data: 12"]
+    with pytest.raises(StreamTooLarge, match="line too long: over 8 B without a line break"):
+        splitter.feed(b"data: 123")  # still open: its start is all that is buffered
+    with pytest.raises(StreamTooLarge, match="line too long"):
+        LineSplitter(max_line=8).feed(b"data: 123\n")  # ended, in one chunk
+
+
+def test_an_event_larger_than_the_limit_is_refused() -> None:
+    parser = EventStreamParser(max_event=10)
+    assert parser.feed("data: 12345") is None
+    with pytest.raises(StreamTooLarge, match="event too large: over 10 B"):
+        parser.feed("data: 123456")
+    small = EventStreamParser(max_event=10)
+    assert small.feed("data: 12345") is None
+    assert small.feed("") == ServerEvent("message", "12345", "")

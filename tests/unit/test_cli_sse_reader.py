@@ -91,3 +91,10 @@ def test_503_after_a_good_connection_is_retried() -> None:
         return sse("draining", 503, "text/plain") if calls == 2 else sse(f"data: {calls}\n\n")
 
     assert [e.data for e in take(reader(handler, []).events(), 2)] == ["1", "3"]
+
+
+def test_a_line_past_the_reader_limit_ends_listen_with_one_line() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda _: sse("data: " + "a" * 100)))
+    events = EventSourceReader("http://gw/api/sse", client, max_line=64).events()
+    with pytest.raises(GatewayError, match="line too long: over 64 B"):
+        next(events)

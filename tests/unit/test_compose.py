@@ -10,6 +10,7 @@ timeouts of nginx only matter after minutes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from pathlib import Path
@@ -121,3 +122,36 @@ def test_nginx_keeps_quiet_streams_and_never_compresses_them() -> None:
     assert re.search(r"^\s*gzip off;", template, re.M)
     # A draining gateway answers 503: the request moves on to another.
     assert re.search(r"proxy_next_upstream [^;]*\bhttp_503\b", template)
+
+
+def with_defaults(value: str) -> str:
+    """``value`` with each ``${NAME:-default}`` replaced by its default, as compose would."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_no_client_written_forwarded_address_survives_nginx_or_the_gateway(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    template = TEMPLATE.read_text()
+    # nginx sets X-Forwarded-For to the address it saw, never appending to the client's.
+    assert "$proxy_add_x_forwarded_for" not in template
+    forwarded = re.findall(r"proxy_set_header X-Forwarded-For (\S+);", template)
+    assert forwarded == ["$remote_addr"], forwarded
+    # Set once, at server level: a location with a proxy_set_header of its own would
+    # drop every one set above it.
+    directives = re.findall(r"^( *)proxy_set_header ", template, re.M)
+    assert directives and set(directives) == {" " * 8}, directives
+    # The gateways believe X-Forwarded-For only from nginx's own fixed address.
+    _, gateway = gateway_service(services)
+    trusted = environment(gateway)["FORWARDED_ALLOW_IPS"]
+    assert "*" not in trusted
+    [nginx_network] = services["nginx"]["networks"].values()
+    nginx_address = with_defaults(nginx_network["ipv4_address"])
+    assert with_defaults(trusted) == nginx_address
+    [pool] = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(with_defaults(pool["subnet"]))
+    dynamic = ipaddress.ip_network(with_defaults(pool["ip_range"]))
+    # In the network, and never handed to a container started before nginx.
+    assert ipaddress.ip_address(nginx_address) in subnet
+    assert ipaddress.ip_address(nginx_address) not in dynamic
+    assert dynamic.subnet_of(subnet)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import pytest
 
 from connectome_sse.cli import main
 from connectome_sse.doctor.checks import (
+    check_body,
     check_cache,
     check_encoding,
     check_first_byte,
@@ -54,14 +55,14 @@ def healthy(**changes: object) -> Observation:
 
 def test_a_healthy_stream_passes_everything() -> None:
     checks = run_checks(healthy())
-    assert [c.verdict for c in checks] == ["PASS"] * 9, checks
+    assert [c.verdict for c in checks] == ["PASS"] * 10, checks
     assert not failed(checks)
 
 
 def test_the_text_report_lists_each_fix_once_under_the_checks() -> None:
     o = healthy(
         headers={**STREAM_HEADERS, "content-encoding": "gzip"},
-        arrivals=[probe(0, 2.5), probe(1, 2.5), probe(2, 2.5)],
+        arrivals=[probe(0, 2.5), probe(1, 2.5), probe(2, 2.5), ping(3.5)],
     )
     text = text_report(o, run_checks(o))
     lines = text.splitlines()
@@ -69,7 +70,7 @@ def test_the_text_report_lists_each_fix_once_under_the_checks() -> None:
     assert "FAIL  encoding" in text and "FAIL  probes" in text
     fixes = [line for line in lines if line.startswith("[")]
     assert len(fixes) == 2 and "gzip off" in fixes[0] and "proxy_buffering off" in fixes[1]
-    assert "9 checks: 7 pass, 2 fail" in lines
+    assert "10 checks: 8 pass, 2 fail" in lines
 
 
 def test_the_json_report_says_ok_and_keeps_the_figures() -> None:
@@ -79,6 +80,7 @@ def test_the_json_report_says_ok_and_keeps_the_figures() -> None:
         "status",
         "content-type",
         "encoding",
+        "body",
         "cache",
         "http",
         "first byte",
@@ -267,3 +269,62 @@ def test_nothing_listening_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 1 on loopback: refused at once.
     assert main(["doctor", "http://127.0.0.1:1", "--idle", "0"]) == 1
     assert "FAIL  status        cannot connect" in capsys.readouterr().out
+
+
+def test_an_idle_wait_without_a_ping_is_not_proven_and_warns() -> None:
+    # --idle 3 against pings every 15 s: open to the end, yet no silence was survived.
+    o = healthy(
+        idle=3.0,
+        arrivals=[probe(0, 0.012), probe(1, 1.012), probe(2, 2.012)],
+        watched_until=5.51,
+    )
+    check = check_idle(o)
+    assert check.verdict == "WARN", check
+    assert "not proven" in check.figure and "no ping" in check.figure
+    assert "--idle" in check.fixes[0] and "SSE_PING_INTERVAL" in check.fixes[0]
+    assert not failed(run_checks(o))
+    # A ping before the last probe proves nothing about the wait after it.
+    early = replace(o, arrivals=[probe(0, 0.012), ping(0.5), probe(1, 1.012), probe(2, 2.012)])
+    assert check_idle(early).verdict == "WARN"
+
+
+def test_a_path_that_is_not_a_stream_is_named_so_and_no_proxy_is_blamed() -> None:
+    # `doctor http://host/healthz`: a 200 in JSON, without Cache-Control.
+    o = healthy(
+        url="http://127.0.0.1:8000/healthz?probe=1",
+        headers={"content-type": "application/json"},
+        arrivals=[],
+        first_byte_at=None,
+        retry_ms=None,
+        excerpt='{"status": "ok"}',
+    )
+    checks = {c.name: c for c in run_checks(o)}
+    assert checks["content-type"].verdict == "FAIL"
+    assert "not an SSE stream" in checks["content-type"].figure
+    assert "/api/sse" in checks["content-type"].fixes[0]
+    assert checks["cache"].verdict == "SKIP"
+    assert "not an SSE stream" in checks["cache"].figure
+    assert not any("proxy" in c.figure for c in checks.values()), checks
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "response too large: over 4 MiB after decoding",
+        "line too long: over 1 MiB without a line break",
+    ],
+)
+def test_a_stream_cut_short_by_the_doctor_fails_the_body_check(why: str) -> None:
+    o = healthy(arrivals=[probe(0, 0.012)], cut_short=why, watched_until=0.3)
+    checks = {c.name: c for c in run_checks(o)}
+    assert checks["body"].verdict == "FAIL"
+    assert why in checks["body"].figure and "stopped reading" in checks["body"].figure
+    # What was not read is not judged: no "held back" guess, no idle verdict.
+    assert checks["probes"].verdict == "SKIP" and checks["idle"].verdict == "SKIP"
+    assert failed(list(checks.values()))
+
+
+def test_a_healthy_stream_passes_the_body_check_with_what_was_read() -> None:
+    check = check_body(healthy(body_bytes=2048))
+    assert check.verdict == "PASS" and check.figure == "2 KiB read"
+    assert check.value == 2048

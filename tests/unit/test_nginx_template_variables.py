@@ -39,3 +39,25 @@ def test_the_test_and_local_renders_fill_every_variable(tmp_path: Path) -> None:
     assert "limit_conn sse_per_client 65535;" in rendered
     values = localrun_nginx.template_values(8080, 8443, tmp_path / "c", tmp_path / "k", ["a:1"])
     assert not HOLE.search(localrun_nginx.render(TEMPLATE.read_text(), values))
+
+
+def test_compose_leaves_no_forwarded_address_to_the_client() -> None:
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "$proxy_add_x_forwarded_for" not in TEMPLATE.read_text()
+    assert not re.search(r"FORWARDED_ALLOW_IPS:\s*[\"']?\*", compose)
+
+
+def test_ticket_requests_are_rate_limited_per_address_by_nginx() -> None:
+    template = TEMPLATE.read_text()
+    # POSTs keyed by the client's address; other methods have an empty key (not counted).
+    assert re.search(
+        r"map \$request_method \$sse_ticket_client \{\s*POST \$binary_remote_addr;", template
+    )
+    assert re.search(
+        r"limit_req_zone \$sse_ticket_client zone=sse_tickets:\S+ rate=60r/m;", template
+    )
+    assert "limit_req_status 429;" in template
+    ticket = re.search(r"location = /api/sse/ticket \{(.*?)\}", template, re.S)
+    assert ticket is not None
+    assert re.search(r"limit_req zone=sse_tickets burst=\d+ nodelay;", ticket.group(1))
+    assert "proxy_set_header" not in ticket.group(1)  # keeps the server's X-Forwarded-For
