@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.stack.children import Child, group_members
+from connectome_sse.localrun.processes import group_members
+from connectome_sse.stack.children import Child
 from connectome_sse.stack.supervisor import Supervisor, death_report
 from tests.support.processes import wait_pid_gone
 from tests.support.wait import wait_for
