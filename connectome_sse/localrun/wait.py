@@ -33,17 +33,17 @@ def wait_for(
 
 
 async def until(
-    predicate: Callable[[], T], timeout: float = 15.0, what: str = "", interval: float = 0.02
-) -> T:
-    """``wait_for`` inside an event loop: the loop runs on between the polls."""
+    predicate: Callable[..., object], timeout: float = 15.0, what: str = "", interval: float = 0.02
+) -> None:
+    """``wait_for`` inside an event loop: the loop runs on between the polls.
+
+    ``predicate`` is called without arguments (``...``: a lambda binding a loop
+    variable as a default argument is one too)."""
     deadline = time.monotonic() + timeout
-    last = predicate()
-    while not last:
+    while not predicate():
         if time.monotonic() > deadline:
             raise _timed_out(timeout, what, predicate)
         await asyncio.sleep(interval)
-        last = predicate()
-    return last
 
 
 async def async_wait_for(

@@ -35,6 +35,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from connectome_sse.contract import LEADER_KEY
+from connectome_sse.localrun.seq_publisher import SeqPublisher
 from connectome_sse.payload import parse_health_payload
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
@@ -149,23 +150,6 @@ async def redis_cli(deployment: Deployment) -> AsyncIterator[RedisCliPipe]:
     pipe = await RedisCliPipe(deployment.redis().name).start()
     yield pipe
     await pipe.close()
-
-
-class SeqPublisher:
-    """bench_seq 1, 2, ... through redis-cli in the Redis container."""
-
-    def __init__(self, redis_cli: RedisCliPipe) -> None:
-        self.redis_cli = redis_cli
-        self.last = 0
-
-    async def publish(self, seq: int) -> None:
-        await self.redis_cli.publish_event(SEQ_EVENT, json.dumps({"seq": seq}))
-        self.last = seq
-
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.publish(self.last + 1)
-            await asyncio.sleep(interval)
 
 
 async def connect_clients(deployment: Deployment, publisher: SeqPublisher, n: int) -> ClientFleet:

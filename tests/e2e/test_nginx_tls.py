@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_sse.localrun.redis_server import RedisServer, require_program
 from connectome_sse.publishing import publish_event
 from tests.conftest import StartGateway
 from tests.support.nginx import NginxServer, TlsFiles
-from tests.support.redis_server import RedisServer, require_program
 
 pytestmark = pytest.mark.e2e
 

@@ -14,6 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_sse.contract import SIGNALS_STREAM
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import until
 from health_publisher.lease import CHECKPOINT_KEY
 from tests.support.publisher import (
     HEALTH_CHANNEL,
@@ -22,10 +24,8 @@ from tests.support.publisher import (
     next_payload,
     running_publisher,
     snapshot,
-    until,
     xadd,
 )
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

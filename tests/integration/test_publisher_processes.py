@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from connectome_sse.contract import LEADER_KEY
-from tests.support.processes import ManagedProcess
+from connectome_sse.localrun.processes import ManagedProcess
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.support.publisher import (
     ChannelRecorder,
     counters,
@@ -19,8 +21,6 @@ from tests.support.publisher import (
     snapshot,
     xadd,
 )
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

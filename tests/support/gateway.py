@@ -1,14 +1,8 @@
-"""Re-exported from ``connectome_sse.localrun.gateway``.
-
-The helpers moved into the package so ``connectome-sse chaos`` runs the same code.
-"""
+"""Names of ``connectome_sse.localrun.gateway``, for the few modules that still import them
+from here; new code imports them from there."""
 
 from __future__ import annotations
 
-from connectome_sse.localrun.gateway import (
-    GatewayProcess,
-    gateway_connections,
-    gateway_subscriptions,
-)
+from connectome_sse.localrun.gateway import GatewayProcess
 
-__all__ = ["GatewayProcess", "gateway_connections", "gateway_subscriptions"]
+__all__ = ["GatewayProcess"]

@@ -1,12 +1,8 @@
-"""Re-exported from ``connectome_sse.localrun.ports``.
-
-The helpers moved into the package so ``connectome-sse chaos`` runs the same code.
-"""
+"""Names of ``connectome_sse.localrun.ports``, for the few modules that still import them
+from here; new code imports them from there."""
 
 from __future__ import annotations
 
-from connectome_sse.localrun.ports import (
-    free_port,
-)
+from connectome_sse.localrun.ports import free_port
 
 __all__ = ["free_port"]

@@ -1,14 +1,8 @@
-"""Re-exported from ``connectome_sse.localrun.processes``.
-
-The helpers moved into the package so ``connectome-sse chaos`` runs the same code.
-"""
+"""Names of ``connectome_sse.localrun.processes``, for the few modules that still import them
+from here; new code imports them from there."""
 
 from __future__ import annotations
 
-from connectome_sse.localrun.processes import (
-    ManagedProcess,
-    console_script,
-    wait_pid_gone,
-)
+from connectome_sse.localrun.processes import console_script
 
-__all__ = ["ManagedProcess", "console_script", "wait_pid_gone"]
+__all__ = ["console_script"]

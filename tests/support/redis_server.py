@@ -1,13 +1,8 @@
-"""Re-exported from ``connectome_sse.localrun.redis_server``.
-
-The helpers moved into the package so ``connectome-sse chaos`` runs the same code.
-"""
+"""Names of ``connectome_sse.localrun.redis_server``, for the few modules that still import them
+from here; new code imports them from there."""
 
 from __future__ import annotations
 
-from connectome_sse.localrun.redis_server import (
-    RedisServer,
-    require_program,
-)
+from connectome_sse.localrun.redis_server import RedisServer
 
-__all__ = ["RedisServer", "require_program"]
+__all__ = ["RedisServer"]
