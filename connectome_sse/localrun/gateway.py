@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from connectome_sse.localrun.metrics import samples
+from connectome_sse.localrun.metrics import samples, status_of
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.wait import wait_for
@@ -39,10 +39,7 @@ class GatewayProcess(ManagedProcess):
         return f"127.0.0.1:{self.port}"
 
     def status(self, path: str) -> int | None:
-        try:
-            return httpx.get(self.url + path, timeout=2, trust_env=False).status_code
-        except httpx.HTTPError:
-            return None
+        return status_of(self.url + path)
 
     def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
         def ready() -> bool:

@@ -1,4 +1,4 @@
-"""Reading the processes' Prometheus text: a metric's samples, open streams, leading publishers."""
+"""Asking the local processes over HTTP: a status, a metric's samples, open streams, leaders."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ def samples(text: str, name: str) -> list[float]:
         if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
             values.append(float(line.rsplit(" ", 1)[1]))
     return values
+
+
+def status_of(url: str, timeout: float = 2.0) -> int | None:
+    """The status of GET ``url``, None when nothing answers."""
+    try:
+        return httpx.get(url, timeout=timeout, trust_env=False).status_code
+    except httpx.HTTPError:
+        return None
 
 
 def scrape(url: str, timeout: float = 2.0) -> str | None:

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self
 
-import httpx
-
 import connectome_sse
+from connectome_sse.localrun.metrics import status_of
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess
 from connectome_sse.localrun.redis_server import require_program
@@ -211,10 +210,7 @@ class NginxServer:
 
     def status(self, path: str) -> int | None:
         """The status of GET ``path`` on the plain port, None when nothing answers."""
-        try:
-            return httpx.get(self.url + path, timeout=2, trust_env=False).status_code
-        except httpx.HTTPError:
-            return None
+        return status_of(self.url + path)
 
     def log(self) -> str:
         error_log = self.prefix / "error.log"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -52,6 +53,7 @@ def seq_data(seq: int) -> str:
     return json.dumps({"seq": seq})
 
 
+@dataclass
 class SeqPublisher:
     """``event`` with data ``data(n)`` for n = 0, 1, 2, ...
 
@@ -61,23 +63,15 @@ class SeqPublisher:
     is the newest of them.
     """
 
-    def __init__(
-        self,
-        sink: EventSink,
-        event: str = SEQ_EVENT,
-        data: Callable[[int], str] = seq_data,
-        refused: tuple[type[BaseException], ...] = (),
-        timeout: float | None = None,
-    ) -> None:
-        self.sink = sink
-        self.event = event
-        self.data = data
-        self.refused = refused
-        self.timeout = timeout
-        self.next = 0
-        self.last = 0
-        self.accepted: list[int] = []
-        self.failed = 0
+    sink: EventSink
+    event: str = SEQ_EVENT
+    data: Callable[[int], str] = seq_data
+    refused: tuple[type[BaseException], ...] = ()
+    timeout: float | None = None
+    next: int = field(default=0, init=False)
+    last: int = field(default=0, init=False)
+    accepted: list[int] = field(default_factory=list, init=False)
+    failed: int = field(default=0, init=False)
 
     async def publish(self, seq: int | None = None) -> int | None:
         """Publish ``seq`` (by default the number after the last one tried): the receiver

@@ -1,6 +1,6 @@
 """The gateway's Redis reader on Sentinel (issue 10): never deaf on a demoted or cut-off master.
 
-Real master, replica and three sentinels (``tests/support/redis_sentinel.py``).
+Real master, replica and three sentinels (``connectome_sse.localrun.redis_sentinel``).
 The trap (Centrifugo #1189): a subscription whose socket stays open to the old
 master, frozen here as behind a partition, hears nothing published on the new
 one, and redis-py never moves it. The reader compares its subscription's peer
