@@ -121,11 +121,6 @@ class Topology:
         """nginx's plain HTTP port: where the clients connect."""
         return self.nginx.port
 
-    @property
-    def url(self) -> str:
-        """nginx's plain HTTP URL."""
-        return self.nginx.url
-
     def client(self) -> redis.Redis:
         return sync_client(parse_redis_url(self.redis_url))
 
