@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.load import LoadOptions
     from bench.profile import format_hot_spots, start_profile
     from bench.report import render
-    from bench.systems import RedisServer, ServerProcess
+    from bench.systems import ServerProcess, bench_redis
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C must stop the run (and everything it started) even where SIGINT came in ignored
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[dict[str, Any]] = []
     t_start = time.monotonic()
-    redis_server = RedisServer()
+    redis_server = bench_redis()
     try:
         redis_server.start()
         rounds = max(repeats_of(name, args) for name, _, _ in schedule) if schedule else 0

@@ -36,7 +36,8 @@ from bench.procstats import cpu_seconds, tree_stats
 from bench.publisher import publish_series
 from bench.scenarios import Scenario
 from bench.stats import delivered_per_second, delivery_summary, latency_summary, percentile
-from bench.systems import RedisServer, RunningSystem
+from bench.systems import RunningSystem
+from connectome_sse.localrun.redis_server import RedisServer
 
 ProfileStart = Callable[[RunningSystem, float], Callable[[], dict[str, Any]]]
 

@@ -35,7 +35,8 @@ import redis
 import redis.asyncio as aioredis
 
 from bench.bootstrap import raise_open_files
-from bench.systems import RedisServer
+from bench.systems import bench_redis
+from connectome_sse.localrun.redis_server import RedisServer
 
 SAMPLED = 10  # subscribers, subscribed last, that parse and time every message
 
@@ -152,7 +153,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     raise_open_files()  # 5,000 subscriber sockets in this one process
-    server = RedisServer().start()
+    server = bench_redis().start()
     try:
         print(
             "| subscribers | events/s | PUBLISH p50 ms | PUBLISH p99 ms | delivery p50 ms "

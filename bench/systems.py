@@ -1,28 +1,28 @@
 """Starting and stopping what the benchmark measures: Redis, the gateway, Nchan, the naive app.
 
-Every server runs in the foreground in its own session (process group), its
-output in `bench/logs/`. `ServerProcess.stop_all()` ends every one still
-running, so the command leaves nothing behind, also on Ctrl-C. Stopping is
-SIGTERM to the process we started, then SIGKILL to its group after a grace.
+Every server is a ``connectome_sse.localrun`` process (its own session, SIGTERM
+then SIGKILL of its group after a grace), its output in `bench/logs/`.
+`ServerProcess.stop_all()` ends every one still running, so the command leaves
+nothing behind, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Self
 
 from bench.publisher import HttpPublisher, Publisher, RedisPublisher
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import ManagedProcess, console_script, never
+from connectome_sse.localrun.redis_server import RedisServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -34,12 +34,6 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 
 class StartError(RuntimeError):
     """A system did not come up; the message carries the end of its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
@@ -54,74 +48,35 @@ def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
     return int(line[1]) if len(line) >= 2 and line[1].isdigit() else None
 
 
-class ServerProcess:
+class ServerProcess(ManagedProcess):
+    """A server of the benchmark, its log ``bench/logs/<name>.log``."""
+
     live: ClassVar[set[ServerProcess]] = set()
 
     def __init__(
         self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> None:
         self.name = name
-        self.args = args
-        self.env = {**os.environ, **(env or {})}
-        self.cwd = cwd
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(args, LOG_DIR / f"{name}.log", env, cwd)
 
-    def start(self) -> ServerProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
+    def start(self) -> Self:
+        super().start()
         ServerProcess.live.add(self)
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.tail(lines))
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace_s)
-        # the whole session: workers a master left behind
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # until the group's last member is gone
-            try:
-                os.killpg(self.proc.pid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.05)
+    def stop(
+        self, timeout: float = 10.0, hurry: Callable[[], bool] = never, drain_group: bool = False
+    ) -> None:
+        super().stop(timeout, hurry, drain_group)
         ServerProcess.live.discard(self)
 
     @classmethod
     def stop_all(cls) -> None:
         for proc in list(cls.live):
-            proc.stop(grace_s=3.0)
+            proc.stop(timeout=3.0)
 
 
 def wait_until(check: Callable[[], bool], proc: ServerProcess, timeout_s: float, what: str) -> None:
@@ -144,64 +99,12 @@ def wait_ready(port: int, path: str, proc: ServerProcess, in_a_row: int, timeout
     wait_until(ready, proc, timeout_s, f"200 from {path}")
 
 
-class RedisServer:
+def bench_redis() -> RedisServer:
     """A redis-server of our own on a free port, without persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        # maxclients above the naive baseline's one connection per client (fd limit permitting)
-        maxclients = max(1000, min(18000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64))
-        self.proc = ServerProcess(
-            f"redis-{self.port}",
-            [
-                "redis-server",
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "no",
-                "--maxclients", str(maxclients),
-                "--dir", str(RUN_DIR),
-                "--logfile", "",
-            ],
-        )  # fmt: skip
-        self._client: Any = None
-
-    def start(self) -> RedisServer:
-        import redis
-
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        self.proc.start()
-        self._client = redis.Redis.from_url(self.url, socket_timeout=10)
-
-        def pong() -> bool:
-            try:
-                return bool(self.client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(pong, self.proc, 10, "PING reply")
-        return self
-
-    @property
-    def client(self):
-        assert self._client is not None
-        return self._client
-
-    def connected_clients(self) -> int:
-        return int(self.client.info("clients")["connected_clients"])
-
-    def cpu_seconds(self) -> float:
-        info = self.client.info("cpu")
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-    def flush(self) -> None:
-        self.client.flushall()
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self.proc.stop()
+    # maxclients above the naive baseline's one connection per client (fd limit permitting)
+    maxclients = max(1000, min(18000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64))
+    port = free_port()
+    return RedisServer(RUN_DIR, port, maxclients=maxclients, log_path=LOG_DIR / f"redis-{port}.log")
 
 
 @dataclass
@@ -272,11 +175,6 @@ def gateway_available() -> bool:
         return False
 
 
-def _console_script(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
 def start_system(
     name: str,
     redis_server: RedisServer,
@@ -293,7 +191,7 @@ def start_system(
     headers: tuple[tuple[str, str], ...] = ()
     cwd = REPO_DIR
     if kind.startswith("gateway"):
-        command = [_console_script("sse-gateway")]
+        command = console_script("sse-gateway")
         if kind.endswith(BEFORE_SUFFIX):
             if before_tree is None:
                 raise StartError(f"{name}: no --before commit given")

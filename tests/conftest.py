@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_sentinel import SentinelCluster
+from connectome_sse.localrun.redis_server import RedisServer
 from tests.support import compose
-from tests.support.gateway import GatewayProcess
-from tests.support.redis_server import RedisServer
 
 StartGateway = Callable[..., GatewayProcess]
 COMPOSE_DEPLOYMENTS = {
@@ -52,6 +53,16 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
+    """A master, a replica and three sentinels of this test alone (``redis+sentinel://``)."""
+    cluster = SentinelCluster(tmp_path / "sentinel").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from redis.exceptions import RedisError
 
 from connectome_sse.contract import HEALTH_EVENT, channel_for
 from connectome_sse.localrun.browser import health_ts
-from connectome_sse.publishing import publish_event
+from connectome_sse.localrun.seq_publisher import RedisEvents, SeqPublisher
 from connectome_sse.redis_connect import async_client
 from connectome_sse.redis_target import parse_redis_url
 
@@ -57,25 +56,23 @@ class SeqFeed:
     expected: Callable[[], int]
     rate: float = 10.0
     records: list[Published] = field(default_factory=list)
-    _next: int = 0
 
     def __post_init__(self) -> None:
         self._client = redis_client(self.url, PUBLISH_TIMEOUT_S)
+        self.publisher = SeqPublisher(
+            RedisEvents(self._client),
+            SEQ_EVENT,
+            refused=(RedisError, OSError, TimeoutError),
+            timeout=PUBLISH_TIMEOUT_S * 2,
+        )
 
     @property
     def last_seq(self) -> int:
-        return self._next - 1
+        return self.publisher.next - 1
 
     async def publish_one(self) -> Published:
-        seq, self._next = self._next, self._next + 1
-        at = time.monotonic()
-        expected = self.expected()
-        receivers: int | None
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S * 2):
-                receivers = await publish_event(self._client, SEQ_EVENT, json.dumps({"seq": seq}))
-        except (RedisError, OSError, TimeoutError):
-            receivers = None
+        seq, at, expected = self.publisher.next, time.monotonic(), self.expected()
+        receivers = await self.publisher.publish()
         record = Published(seq, at, receivers, expected)
         self.records.append(record)
         return record

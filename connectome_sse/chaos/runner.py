@@ -28,8 +28,9 @@ from connectome_sse.chaos.scenarios import (
     redis_kill,
     redis_kill_limits,
 )
-from connectome_sse.chaos.topology import Settings, Topology
+from connectome_sse.chaos.topology import Settings
 from connectome_sse.localrun.browser import BrowserClient, ClientFleet
+from connectome_sse.localrun.topology import Topology
 from sse_gateway.auth import TokenVerifier
 
 READY_S = 60.0  # every client connected, with health and a numbered event
@@ -121,8 +122,8 @@ class Runner:
         self.topology = topology
         self.settings = settings
         self.clients = clients
-        self.feed = SeqFeed(topology.url, lambda: topology.expected_subscribers)
-        self.watch = HealthWatch(topology.url)
+        self.feed = SeqFeed(topology.redis_url, lambda: topology.expected_subscribers)
+        self.watch = HealthWatch(topology.redis_url)
         self._background: list[asyncio.Task[None]] = []
         self.headers = stream_headers(settings)
 
@@ -167,7 +168,7 @@ class Runner:
             if time.monotonic() > deadline:
                 waiting = sum(1 for c in clients if not ready(c))
                 try:
-                    self.topology.check_alive()
+                    self.topology.check_running()
                 except RuntimeError as exc:
                     return f"{waiting} of {len(clients)} clients not streaming: {exc}"
                 return f"{waiting} of {len(clients)} clients not streaming after {timeout:g} s"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -27,10 +26,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from connectome_sse.chaos.feed import HealthWatch, SeqFeed, redis_client
-from connectome_sse.chaos.topology import SentinelTopology, Settings, Topology
+from connectome_sse.chaos.topology import Settings
 from connectome_sse.contract import channel_for
 from connectome_sse.localrun.browser import BrowserClient
 from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS
+from connectome_sse.localrun.topology import SentinelTopology, Topology
 
 MARGIN_S = 2.0
 FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
@@ -106,7 +106,7 @@ class Context:
         return await asyncio.to_thread(fn, *args)
 
     def redis(self) -> aioredis.Redis:
-        return redis_client(self.topology.url, 5.0)
+        return redis_client(self.topology.redis_url, 5.0)
 
 
 Inject = Callable[[Context], Awaitable[Injected]]
@@ -151,13 +151,12 @@ def redis_freeze_limits(s: Settings, clients: int) -> Limits:
 
 
 async def redis_freeze(ctx: Context) -> Injected:
-    proc = ctx.topology.redis.proc
-    assert proc is not None
-    os.kill(proc.pid, signal.SIGSTOP)
+    redis = ctx.topology.redis
+    redis.signal(signal.SIGSTOP)
     try:
         await asyncio.sleep(WATCHDOG_S + MARGIN_S)
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
+        redis.signal(signal.SIGCONT)
     return Injected.now(extra={"frozen_s": WATCHDOG_S + MARGIN_S})
 
 

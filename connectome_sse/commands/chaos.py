@@ -24,8 +24,9 @@ from pathlib import Path
 from connectome_sse.chaos.report import table, write_json
 from connectome_sse.chaos.runner import Row, Runner
 from connectome_sse.chaos.scenarios import SCENARIOS, STORM_CLIENTS, Scenario
-from connectome_sse.chaos.topology import SentinelTopology, Settings, Topology
+from connectome_sse.chaos.topology import Settings, chaos_topology
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
+from connectome_sse.localrun.topology import Topology
 from connectome_sse.settings import SettingsError
 
 HELP = "run fault scenarios against a local topology of real processes; exit 1 when one fails"
@@ -100,15 +101,16 @@ def run(args: argparse.Namespace) -> int:
     # The Sentinel scenarios get a topology of their own, started after the plain one stops.
     plain = [s for s in scenarios if not s.sentinel]
     on_sentinel = [s for s in scenarios if s.sentinel]
-    plays: list[tuple[type[Topology], list[Scenario], bool]] = []
+    plays: list[tuple[bool, list[Scenario], bool]] = []  # (on Sentinel, scenarios, soak)
     if plain or soak:
-        plays.append((Topology, plain, soak))
+        plays.append((False, plain, soak))
     if on_sentinel:
-        plays.append((SentinelTopology, on_sentinel, False))
+        plays.append((True, on_sentinel, False))
     rows: list[Row] = []
     broken = False
-    for kind, group, with_soak in plays:
-        played = _on(kind(settings, args.nginx_template), settings, group, with_soak, args)
+    for sentinel, group, with_soak in plays:
+        topology = chaos_topology(settings, args.nginx_template, sentinel)
+        played = _on(topology, settings, group, with_soak, args)
         if played is None:
             broken = True  # the rows played so far are still printed
             break
@@ -151,6 +153,7 @@ def _on(
     try:
         print(f"chaos: starting the topology in {topology.workdir}", file=sys.stderr)
         topology.start()
+        topology.wait_health(settings.first_health_s)
         rows = asyncio.run(_play(topology, settings, args.clients, scenarios, soak, args))
         ok = all(row.verdict != "FAIL" for row in rows)
     except Exception as exc:

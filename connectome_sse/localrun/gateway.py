@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from connectome_sse.localrun.metrics import samples, status_of
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.wait import wait_for
@@ -32,11 +33,13 @@ class GatewayProcess(ManagedProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def address(self) -> str:
+        """``host:port``, as an nginx upstream names it."""
+        return f"127.0.0.1:{self.port}"
+
     def status(self, path: str) -> int | None:
-        try:
-            return httpx.get(self.url + path, timeout=2).status_code
-        except httpx.HTTPError:
-            return None
+        return status_of(self.url + path)
 
     def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
         def ready() -> bool:
@@ -49,12 +52,7 @@ class GatewayProcess(ManagedProcess):
 
     def metric(self, name: str) -> float:
         """Sum of every sample of ``name`` on /metrics."""
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and (line[len(name)] in " {"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return sum(samples(httpx.get(self.url + "/metrics", timeout=5).text, name))
 
 
 def gateway_connections(redis_client: object) -> list[dict[str, object]]:

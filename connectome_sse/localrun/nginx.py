@@ -11,8 +11,8 @@ set, nothing else). nginx runs in the foreground under a throw-away prefix:
 the pid file in the prefix. The template wants a TLS listener too; a
 self-signed pair for it is made with the ``openssl`` command.
 
-(``tests/support/nginx.py`` does the same for the tests, with a test CA from
-``trustme``; the two should become one when that file settles.)
+The tests' ``tests/support/nginx.py`` runs this with a certificate from a
+test CA of its own.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Self
 
 import connectome_sse
+from connectome_sse.localrun.metrics import status_of
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess
 from connectome_sse.localrun.redis_server import require_program
@@ -78,8 +81,18 @@ def self_signed_pair(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def gateway_servers(addresses: Sequence[str]) -> str:
+    """The ``LB_GATEWAYS`` value for fixed gateway addresses (``host:port``)."""
+    return " ".join(f"server {address};" for address in addresses)
+
+
 def template_values(
-    port: int, tls_port: int, cert: Path, key: Path, gateways: Sequence[str]
+    port: int,
+    tls_port: int,
+    cert: Path,
+    key: Path,
+    gateways: Sequence[str],
+    streams_per_client: int = STREAMS_PER_CLIENT,
 ) -> dict[str, str]:
     """The template's ``LB_`` values for gateways at fixed loopback addresses."""
     return {
@@ -88,58 +101,116 @@ def template_values(
         "LB_TLS_CERT": str(cert),
         "LB_TLS_KEY": str(key),
         "LB_BACKEND": GROUP,
-        "LB_GATEWAYS": " ".join(f"server {address};" for address in gateways),
+        "LB_GATEWAYS": gateway_servers(gateways),
         # Never asked while LB_BACKEND is the group; nginx wants an address.
         "LB_RESOLVER": "127.0.0.1",
-        "LB_STREAMS_PER_CLIENT": str(STREAMS_PER_CLIENT),
+        "LB_STREAMS_PER_CLIENT": str(streams_per_client),
     }
 
 
-class LocalNginx:
-    """Debian's nginx with the project's configuration, plain HTTP on ``port``, on loopback."""
+class CertAndKey(Protocol):
+    """A certificate (chain) and its key, PEM files (the tests' ``TlsFiles`` is one)."""
 
-    def __init__(self, gateways: Sequence[str], template: Path | None = None) -> None:
+    @property
+    def cert(self) -> Path: ...
+
+    @property
+    def key(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    cert: Path
+    key: Path
+
+
+class NginxServer:
+    """Debian's nginx with the project's configuration, on free loopback ports.
+
+    Plain HTTP on ``port``, HTTPS with HTTP/2 on ``tls_port`` with ``tls``, by
+    default a self-signed pair made at the first start. ``streams_per_client``
+    is nginx's own per-address limit (``LB_STREAMS_PER_CLIENT``).
+    """
+
+    def __init__(
+        self,
+        gateways: Sequence[str],
+        template: Path | None = None,
+        *,
+        port: int | None = None,
+        tls: CertAndKey | None = None,
+        streams_per_client: int = STREAMS_PER_CLIENT,
+    ) -> None:
         self.template = find_template(template)
         self.gateways = list(gateways)
-        self.port = free_port()
+        self.streams_per_client = streams_per_client
+        self.port = port or free_port()
         self.tls_port = free_port()
-        # Not under a 0700 directory: workers run as `nobody` when nginx starts as root.
+        # Not under a 0700 directory (pytest's tmp tree): workers run as `nobody` when
+        # nginx starts as root, and must reach the prefix.
         self.prefix = Path(tempfile.mkdtemp(prefix="connectome-nginx-"))
         self.prefix.chmod(0o755)
         self.conf = self.prefix / "nginx.conf"
+        self.tls = tls
         self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_config(self) -> None:
-        cert, key = self_signed_pair(self.prefix)
-        values = template_values(self.port, self.tls_port, cert, key, self.gateways)
-        self.conf.write_text(render(self.template.read_text(), values))
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
 
-    def start(self) -> LocalNginx:
-        self.write_config()
-        command = [
+    def certificate(self) -> CertAndKey:
+        if self.tls is None:
+            self.tls = SelfSigned(*self_signed_pair(self.prefix))
+        return self.tls
+
+    def command(self, *extra: str) -> list[str]:
+        return [
             require_program("nginx"),
             "-p", f"{self.prefix}/",
             "-c", str(self.conf),
             "-e", str(self.prefix / "error.log"),
             "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};",
+            *extra,
         ]  # fmt: skip
-        self.process = ManagedProcess(command, self.prefix / "nginx.out").start()
+
+    def write_config(self) -> Path:
+        tls = self.certificate()
+        values = template_values(
+            self.port, self.tls_port, tls.cert, tls.key, self.gateways, self.streams_per_client
+        )
+        self.conf.write_text(render(self.template.read_text(), values))
+        return self.conf
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        """``nginx -t`` on the rendered configuration."""
+        self.write_config()
+        return subprocess.run(
+            self.command("-t"), capture_output=True, text=True, timeout=30, check=False
+        )
+
+    def start(self) -> Self:
+        self.write_config()
+        self.process = ManagedProcess(self.command(), self.prefix / "nginx.out").start()
         wait_for(self._accepts, timeout=15, what=f"nginx on port {self.port}")
         return self
 
     def _accepts(self) -> bool:
         assert self.process is not None
         if not self.process.alive():
-            raise RuntimeError(f"nginx exited:\n{self.log()[-2000:]}")
+            raise RuntimeError(f"nginx exited:\n{self.log()}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return True
         except OSError:
             return False
+
+    def status(self, path: str) -> int | None:
+        """The status of GET ``path`` on the plain port, None when nothing answers."""
+        return status_of(self.url + path)
 
     def log(self) -> str:
         error_log = self.prefix / "error.log"

@@ -1,4 +1,4 @@
-"""Free loopback ports for the local servers (tests, ``chaos``), each handed out once per process.
+"""Free ports for the local servers (``up``, ``chaos``, the bench, the tests), each handed out once.
 
 Binding port 0 and releasing it is not enough: the kernel may hand the same
 number to the next caller, so two gateways of one topology could be told to
@@ -30,26 +30,26 @@ _handed_out: set[int] = set()
 _cursor = _FIRST + (os.getpid() * 7919) % 8_000
 
 
-def _bindable(port: int) -> bool:
+def _bindable(host: str, port: int) -> bool:
     # No SO_REUSEADDR: a port with connections still in TIME_WAIT is skipped too.
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on, never returned before in this process."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` nothing listens on, never returned before in this process."""
     global _cursor
     if _LAST <= _FIRST:
-        raise RuntimeError(f"ephemeral port range starts at {_LAST + 1}: no room for test ports")
+        raise RuntimeError(f"ephemeral port range starts at {_LAST + 1}: no room for local ports")
     span = _LAST - _FIRST + 1
     for _ in range(span):
         port = _FIRST + (_cursor - _FIRST) % span
         _cursor = port + 1
-        if port not in _handed_out and _bindable(port):
+        if port not in _handed_out and _bindable(host, port):
             _handed_out.add(port)
             return port
-    raise RuntimeError(f"no free loopback port left in {_FIRST}..{_LAST}")
+    raise RuntimeError(f"no free port left on {host} in {_FIRST}..{_LAST}")

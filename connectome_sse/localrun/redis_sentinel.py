@@ -20,18 +20,16 @@ before ``start()`` (a caller can build its processes' settings first).
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import socket
-import subprocess
 from pathlib import Path
 from typing import Protocol, Self
 
 import redis
 
 from connectome_sse.localrun.ports import free_port
-from connectome_sse.localrun.redis_server import RedisServer, require_program
+from connectome_sse.localrun.processes import ManagedProcess
+from connectome_sse.localrun.redis_server import RedisServer, require_program, wait_answers
 from connectome_sse.localrun.wait import wait_for
 
 MASTER_NAME = "connectome"
@@ -79,7 +77,7 @@ def tls_args(tls: ServerTls | None, port: int) -> tuple[str, ...]:
     return tuple(args)
 
 
-class SentinelProcess:
+class SentinelProcess(ManagedProcess):
     """``redis-server <conf> --sentinel``; the config file is its own (sentinel rewrites it)."""
 
     def __init__(
@@ -94,7 +92,6 @@ class SentinelProcess:
         self.service_port = free_port() if tls else self.port  # what the URL names
         self.password = password
         self.myid = secrets.token_hex(20)  # a sentinel's run id: 40 hex digits
-        self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "sentinel.conf"
         self.lines = [
@@ -109,6 +106,7 @@ class SentinelProcess:
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
         ]
+        super().__init__([], workdir / "sentinel.log")
 
     def introduce(self, replica_port: int, others: list[SentinelProcess]) -> None:
         """Tell it the replica and the other sentinels up front (the lines a sentinel writes
@@ -122,29 +120,13 @@ class SentinelProcess:
         ]
         self.lines += known
 
-    def start(self) -> SentinelProcess:
+    def start(self) -> Self:
         if not self.conf.exists():  # sentinel rewrites it: a restart keeps what it learnt
             self.conf.write_text("\n".join([*self.lines, ""]))
-        log = (self.workdir / "sentinel.log").open("ab")
-        self.proc = subprocess.Popen(
-            [require_program("redis-server"), str(self.conf), "--sentinel"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        wait_for(self._answers, timeout=10, what=f"sentinel on port {self.port}")
+        self.args = [require_program("redis-server"), str(self.conf), "--sentinel"]
+        super().start()
+        wait_answers(self, self.port, "sentinel")
         return self
-
-    def _answers(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"sentinel exited: {(self.workdir / 'sentinel.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
-        except OSError:
-            return False
 
     def client(self) -> redis.Redis:
         return redis.Redis(
@@ -158,15 +140,6 @@ class SentinelProcess:
         except (redis.RedisError, OSError):
             return None
         return int(answer[1]) if answer else None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 class SentinelCluster:
@@ -276,14 +249,13 @@ class SentinelCluster:
         stays open (a partition, or a stalled VM). ``thaw()`` resumes it; the sentinels then
         make it a replica and close its clients."""
         victim = self.master()
-        assert victim.proc is not None
-        os.kill(victim.proc.pid, signal.SIGSTOP)
+        victim.signal(signal.SIGSTOP)
         self.killed = self.frozen = victim
         return victim
 
     def thaw(self) -> None:
-        if self.frozen is not None and self.frozen.proc is not None:
-            os.kill(self.frozen.proc.pid, signal.SIGCONT)
+        if self.frozen is not None:
+            self.frozen.signal(signal.SIGCONT)
             self.frozen = None
 
     def wait_failover(self, timeout: float = 30.0) -> RedisServer:

@@ -1,10 +1,11 @@
-"""Many concurrent real HTTP SSE clients (httpx), each recording what it received."""
+"""Real HTTP SSE clients (httpx), each recording what it received and when."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import httpx
 
@@ -12,12 +13,16 @@ from connectome_sse.sse_client import EventStreamParser, ServerEvent
 
 
 class StreamRecorder:
-    """One client: connects once and records events (and whether the stream ended)."""
+    """One client: connects once and records events, their arrival (monotonic), and the end."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.client = client
         self.url = url
+        self.headers = dict(headers or {})
         self.events: list[ServerEvent] = []
+        self.arrived: list[float] = []  # time.monotonic() of each of ``events``
         self.status: int | None = None
         self.retry_ms: int | None = None
         self.ended = False
@@ -27,10 +32,18 @@ class StreamRecorder:
     def of(self, event: str) -> list[str]:
         return [e.data for e in self.events if e.event == event]
 
+    def arrivals(self, event: str) -> list[float]:
+        """When each ``event`` arrived (monotonic seconds)."""
+        return [at for e, at in zip(self.events, self.arrived, strict=True) if e.event == event]
+
+    def real(self) -> list[ServerEvent]:
+        """Every event but the pings."""
+        return [e for e in self.events if e.event != "ping"]
+
     async def run(self) -> None:
         parser = EventStreamParser()
         try:
-            async with self.client.stream("GET", self.url) as response:
+            async with self.client.stream("GET", self.url, headers=self.headers) as response:
                 self.status = response.status_code
                 self.opened.set()
                 async for line in response.aiter_lines():
@@ -38,6 +51,7 @@ class StreamRecorder:
                     self.retry_ms = parser.retry_ms
                     if event is not None:
                         self.events.append(event)
+                        self.arrived.append(time.monotonic())
         except (httpx.HTTPError, OSError) as exc:
             self.error = exc
         finally:
@@ -48,10 +62,17 @@ class StreamRecorder:
 @contextlib.asynccontextmanager
 async def open_streams(url: str, count: int) -> AsyncIterator[list[StreamRecorder]]:
     """``count`` streams on ``url``, all with their response headers received."""
-    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
+    async with open_each([url] * count) as recorders:
+        yield recorders
+
+
+@contextlib.asynccontextmanager
+async def open_each(urls: Sequence[str]) -> AsyncIterator[list[StreamRecorder]]:
+    """A stream on each of ``urls``, all with their response headers received."""
+    limits = httpx.Limits(max_connections=len(urls) + 10, max_keepalive_connections=0)
     timeout = httpx.Timeout(30.0, read=None)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        recorders = [StreamRecorder(client, url) for _ in range(count)]
+        recorders = [StreamRecorder(client, url) for url in urls]
         tasks = [asyncio.create_task(r.run()) for r in recorders]
         try:
             async with asyncio.timeout(60):
@@ -61,14 +82,3 @@ async def open_streams(url: str, count: int) -> AsyncIterator[list[StreamRecorde
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def until(predicate: object, timeout: float = 15.0, what: str = "") -> None:
-    """Poll a plain callable until truthy, failing at the deadline."""
-    assert callable(predicate)
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 (a plain callable, polled on purpose)
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None

@@ -1,21 +1,21 @@
 """A real Redis server as a child of ``up``: on a free loopback port, in ``up``'s temp dir.
 
 The binary is the ``redis-server`` found on PATH or the packaged one
-(``embedded_redis``); both run the same way. Nothing is persisted
-(``--save ''``, no AOF): the stack is for a first look.
-The port is picked by binding port 0 and releasing it; should another program
-take it in between, the server fails to bind and is started again on another.
+(``embedded_redis``); both run the same way, as ``localrun``'s
+:class:`RedisServer` (nothing persisted: the stack is for a first look).
+Should another program take the port between its choice and the server's
+bind, the server exits and is started again on another.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from connectome_sse.localrun.ports import free_port as free_port
+from connectome_sse.localrun.redis_server import RedisServer, answers_ping, redis_server_version
 from connectome_sse.stack.children import Child
 
 
@@ -23,46 +23,26 @@ class StackError(RuntimeError):
     """The stack cannot start; the message is one line for the newcomer."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def redis_server_version(binary: str) -> str:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    # "Redis server v=7.0.15 sha=..." / "Valkey server v=8.1.8 ..." -> the version
-    for word in out.split():
-        if word.startswith("v="):
-            return word[2:]
-    return "?"
-
-
 class LocalRedis(Child):
-    """A Redis server binary as a supervised child; ``start`` returns once it answers PING."""
+    """A Redis server binary as a supervised child; ``start_and_wait`` returns once it answers."""
 
     def __init__(
         self, binary: str, workdir: Path, env: Mapping[str, str], name: str = "redis-server"
     ) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.port = 0
         self.version = redis_server_version(binary)
-        super().__init__(name, [], workdir / f"{name}.log", env, stop_timeout=5.0)
+        log_path = workdir / f"{name}.log"
+        self.server = RedisServer(
+            workdir,
+            binary=binary,
+            maxclients=None,
+            log_path=log_path,
+            env=env,
+            inherit_env=False,
+            exit_with_parent=True,
+        )
+        super().__init__(name, [], log_path, env, stop_timeout=5.0, process=self.server)
 
     @classmethod
     def find(cls, workdir: Path, env: Mapping[str, str]) -> LocalRedis | None:
@@ -70,8 +50,12 @@ class LocalRedis(Child):
         return None if binary is None else cls(binary, workdir, env)
 
     @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.server.url
 
     @property
     def description(self) -> str:
@@ -79,16 +63,8 @@ class LocalRedis(Child):
 
     def start_and_wait(self, timeout: float = 30.0, cancelled: Callable[[], bool] = bool) -> None:
         for _ in range(3):
-            self.port = free_port()
-            self.argv = [
-                self.binary,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-            ]  # fmt: skip
-            self.start()
+            self.server.port = free_port()
+            self.server.spawn()
             deadline = time.monotonic() + timeout
             while self.exit_code() is None and time.monotonic() < deadline and not cancelled():
                 if answers_ping(self.port):

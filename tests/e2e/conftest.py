@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.redis_server import RedisServer
-from tests.support.topology import Topology
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.topology import Topology
 
 # Short enough that a reconnect (retry) and a stale stream (ping) show within a test.
 NGINX_TOPOLOGY_GATEWAY_ENV = {

@@ -17,10 +17,10 @@ import jwt
 import pytest
 from playwright.sync_api import Page, expect
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from tests.e2e.test_dashboard import payload, publish
 from tests.support.chromium import chromium
-from tests.support.gateway import GatewayProcess
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

@@ -27,11 +27,11 @@ import httpx
 import jwt
 import pytest
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
 from tests.support.nginx import TEMPLATE, NginxServer
 from tests.support.raw_stream import RawStream
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

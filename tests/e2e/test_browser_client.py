@@ -26,12 +26,13 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from connectome_sse.localrun.gateway import GatewayProcess as Gateway
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.topology import Topology
 from connectome_sse.localrun.wait import wait_for
 from connectome_sse.publishing import publish_event
 from tests.support.chromium import chromium
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, NginxVariant
-from tests.support.redis_server import RedisServer
-from tests.support.topology import Gateway, Topology
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +116,7 @@ class Tabs:
 def tabs(browser: Browser, topology: Topology) -> Iterator[Tabs]:
     restore(topology)
     context = browser.new_context()
-    tabs = Tabs(context, topology.url)
+    tabs = Tabs(context, topology.nginx.url)
     yield tabs
     context.close()
     assert tabs.errors == [], "uncaught errors in the pages"
@@ -124,8 +125,8 @@ def tabs(browser: Browser, topology: Topology) -> Iterator[Tabs]:
 def restore(topology: Topology) -> None:
     """Every gateway up and no stream left from an earlier test."""
     for gateway in topology.gateways:
-        if not gateway.process.alive():
-            gateway.process.start()
+        if not gateway.alive():
+            gateway.start()
         wait_for(partial(ready, gateway), 30, what=f"gateway {gateway.port} ready")
     wait_for(lambda: open_streams(topology) == 0, 15, what="no stream left open")
 
@@ -139,7 +140,7 @@ def ready(gateway: Gateway) -> bool:
 
 def open_streams(topology: Topology) -> int:
     """``sse_open_streams`` summed over the gateways that are up."""
-    return sum(topology.open_streams(g) for g in topology.gateways if g.process.alive())
+    return sum(topology.open_streams(g) for g in topology.gateways if g.alive())
 
 
 # -- what the pages saw ------------------------------------------------------------------
@@ -241,13 +242,13 @@ def publish(redis_url: str, event: str, datas: list[str], interval: float = 0.0)
 
 def test_client_js_is_served_through_nginx_as_a_module(topology: Topology) -> None:
     module = Path(__file__).parents[2] / "sse_gateway/static/connectome-stream/connectome-stream.js"
-    answer = httpx.get(topology.url + "/client.js", timeout=5)
+    answer = httpx.get(topology.nginx.url + "/client.js", timeout=5)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "text/javascript; charset=utf-8"
     assert answer.headers["cache-control"] == "no-cache"
     assert answer.content == module.read_bytes()
     etag = answer.headers["etag"]
-    again = httpx.get(topology.url + "/client.js", headers={"If-None-Match": etag}, timeout=5)
+    again = httpx.get(topology.nginx.url + "/client.js", headers={"If-None-Match": etag}, timeout=5)
     assert again.status_code == 304 and again.content == b""
     for gateway in topology.gateways:  # every gateway serves the same bytes
         assert httpx.get(gateway.url + "/client.js", timeout=5).headers["etag"] == etag
@@ -372,14 +373,14 @@ def test_a_gateway_that_goes_away_costs_a_reconnection_and_no_event(
     feed.start()
     feed.wait_sent(40)
     fault_ms = time.time() * 1000
-    gateway.process.signal(signal.SIGTERM if fault == "drain" else signal.SIGKILL)
+    gateway.signal(signal.SIGTERM if fault == "drain" else signal.SIGKILL)
     wait_for(lambda: "reconnecting" in states_since(page, fault_ms), 15, what="reconnecting")
     wait_for(lambda: states_since(page, fault_ms)[-1] == "live", 20, what="live again")
     feed.finish()
     wait_for(lambda: sequence[-1] in received(page, "seq"), 20, what="the whole run")
     assert received(page, "seq") == sequence, "an event lost, repeated or out of order"
     assert received(page, "resync") == []
-    assert gateway.process.wait(15) is not None  # it did go away
+    assert gateway.wait(15) is not None  # it did go away
     print(f"\n{fault}: states after the fault {states_since(page, fault_ms)}")
 
 
@@ -443,14 +444,14 @@ def test_a_frozen_gateway_makes_the_stream_stale_then_it_moves_on_losing_nothing
     feed.start()
     feed.wait_sent(20)
     frozen_ms = time.time() * 1000
-    gateway.process.signal(signal.SIGSTOP)  # its connections stay open, and say nothing
+    gateway.signal(signal.SIGSTOP)  # its connections stay open, and say nothing
     try:
         wait_for(lambda: "stale" in states_since(page, frozen_ms), 10, what="stale")
         wait_for(lambda: states_since(page, frozen_ms)[-1:] == ["live"], 20, what="live again")
         feed.finish()
         wait_for(lambda: sequence[-1] in received(page, "seq"), 20, what="the whole run")
     finally:
-        gateway.process.signal(signal.SIGCONT)
+        gateway.signal(signal.SIGCONT)
     assert received(page, "seq") == sequence, "an event lost, repeated or out of order"
     assert received(page, "resync") == []
     log = page_log(page)["states"]

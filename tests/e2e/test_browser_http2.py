@@ -30,13 +30,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
 from tests.e2e.test_dashboard import payload
 from tests.support.chromium import chromium
-from tests.support.gateway import GatewayProcess
 from tests.support.nginx import NginxServer
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

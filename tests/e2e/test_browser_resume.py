@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Request, Route
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from tests.support.chromium import chromium
-from tests.support.gateway import GatewayProcess
 from tests.support.nginx import NginxServer
-from tests.support.redis_server import RedisServer
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>event log</title>
 <pre id="log"></pre><script>

@@ -38,6 +38,18 @@ import yaml
 from httpx_sse import aconnect_sse
 
 from connectome_sse.contract import LEADER_KEY
+from connectome_sse.localrun.browser import (
+    HEALTH_EVENT,
+    SEQ_EVENT,
+    BrowserClient,
+    ClientFleet,
+    describe,
+    seq_range,
+)
+from connectome_sse.localrun.metrics import open_streams
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.seq_publisher import SeqPublisher
+from connectome_sse.localrun.wait import async_wait_for, wait_for
 from connectome_sse.payload import parse_health_payload
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
@@ -47,18 +59,7 @@ from tests.support.compose import (
     RedisCliPipe,
     prepared,
 )
-from tests.support.ports import free_port
 from tests.support.raw_stream import RawStream
-from tests.support.topology import (
-    HEALTH_EVENT,
-    SEQ_EVENT,
-    BrowserClient,
-    ClientFleet,
-    describe,
-    open_streams,
-    seq_range,
-)
-from tests.support.wait import async_wait_for, wait_for
 
 # Building on a cold machine (debootstrap, apt, pip) takes minutes, not seconds.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -153,23 +154,6 @@ async def redis_cli(deployment: Deployment) -> AsyncIterator[RedisCliPipe]:
     pipe = await RedisCliPipe(deployment.redis().name).start()
     yield pipe
     await pipe.close()
-
-
-class SeqPublisher:
-    """bench_seq 1, 2, ... through redis-cli in the Redis container."""
-
-    def __init__(self, redis_cli: RedisCliPipe) -> None:
-        self.redis_cli = redis_cli
-        self.last = 0
-
-    async def publish(self, seq: int) -> None:
-        await self.redis_cli.publish_event(SEQ_EVENT, json.dumps({"seq": seq}))
-        self.last = seq
-
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.publish(self.last + 1)
-            await asyncio.sleep(interval)
 
 
 async def connect_clients(deployment: Deployment, publisher: SeqPublisher, n: int) -> ClientFleet:

@@ -18,6 +18,9 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from connectome_sse.localrun.browser import HEALTH_EVENT
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.wait import async_wait_for
 from connectome_sse.payload import parse_health_payload
 from tests.support.compose import (
     COMPOSE_FILE,
@@ -25,9 +28,6 @@ from tests.support.compose import (
     ComposeProject,
     prepared,
 )
-from tests.support.ports import free_port
-from tests.support.topology import HEALTH_EVENT
-from tests.support.wait import async_wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from tests.e2e.test_dashboard import SECONDS, payload, publish
 from tests.support.chromium import chromium
-from tests.support.gateway import GatewayProcess
-from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer
 from sse_gateway.auth import TokenVerifier
 from tests.conftest import StartGateway
-from tests.support.gateway import GatewayProcess
 from tests.support.nginx import NginxServer
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, SHORT_READ_TIMEOUT, NginxVariant
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

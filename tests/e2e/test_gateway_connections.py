@@ -10,10 +10,10 @@ import asyncio
 import socket
 import time
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until, wait_for
 from tests.conftest import StartGateway
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
-from tests.support.wait import wait_for
 
 PIPELINED = b"GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

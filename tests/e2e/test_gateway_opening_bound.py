@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
 from tests.support.raw_stream import RawStream
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 SNAPSHOTS = 16
 SNAPSHOT_BYTES = 1_000_000  # under SSE_MAX_EVENT_BYTES (1 MiB)

@@ -11,14 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from connectome_sse.localrun.gateway import gateway_subscriptions
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until, wait_for
 from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
-from tests.support.gateway import gateway_subscriptions
-from tests.support.processes import console_script
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
 from tests.support.up_process import alive, cmdline, descendants
-from tests.support.wait import wait_for
 
 
 async def test_sigterm_ends_open_streams_and_exits_within_grace(

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import httpx
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
 from tests.support.raw_stream import RawStream
-from tests.support.redis_server import RedisServer
 from tests.support.tokens import AUTH_ENV, mint_ticket, token
-from tests.support.wait import wait_for
 
 OPENS = 40
 QUIET = {**AUTH_ENV, "SSE_PING_INTERVAL": "600"}

@@ -11,12 +11,12 @@ import re
 import signal
 import time
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
-from tests.support.gateway import GatewayProcess
 from tests.support.raw_stream import RawStream
-from tests.support.redis_server import RedisServer
 from tests.support.tokens import AUTH_ENV, SECRET, mint_ticket, token
-from tests.support.wait import wait_for
 
 LINE = re.compile(r"sse_gateway\.stream: stream (opened|closed) (.*)$", re.MULTILINE)
 

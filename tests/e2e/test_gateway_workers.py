@@ -7,11 +7,12 @@ import re
 import signal
 from pathlib import Path
 
+from connectome_sse.localrun.gateway import gateway_subscriptions
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until
 from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
-from tests.support.gateway import gateway_subscriptions
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
 
 
 async def test_regression_a_killed_workers_gauges_leave_the_sum(

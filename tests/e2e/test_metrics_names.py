@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 from prometheus_client import generate_latest
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from health_publisher.metrics import PublisherMetrics
 from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 
 def metric_names(text: str) -> set[str]:

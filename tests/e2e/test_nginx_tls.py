@@ -22,11 +22,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer, require_program
 from connectome_sse.publishing import publish_event
 from sse_gateway.auth import TokenVerifier
 from tests.conftest import StartGateway
 from tests.support.nginx import NginxServer, TlsFiles
-from tests.support.redis_server import RedisServer, require_program
 
 pytestmark = pytest.mark.e2e
 

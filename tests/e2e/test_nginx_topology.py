@@ -2,7 +2,7 @@
 
 Real processes throughout (redis-server, two health-publishers, the demo
 engine, three sse-gateways, Debian's nginx with services/nginx), and clients
-that behave like browsers (see tests.support.topology.BrowserClient).
+that behave like browsers (see connectome_sse.localrun.browser.BrowserClient).
 
 The tests publish their own numbered events (``bench_seq``, data
 ``{"seq": n}``) the proper way (snapshot + channel), so "every event exactly
@@ -27,19 +27,19 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from connectome_sse.publishing import publish_event
-from tests.support.nginx import NginxServer
-from tests.support.topology import (
+from connectome_sse.localrun.browser import (
     HEALTH_EVENT,
     SEQ_EVENT,
     BrowserClient,
     ClientFleet,
-    Gateway,
-    Topology,
     describe,
     seq_range,
 )
-from tests.support.wait import async_wait_for
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.seq_publisher import RedisEvents, SeqPublisher
+from connectome_sse.localrun.topology import Topology
+from connectome_sse.localrun.wait import async_wait_for
+from tests.support.nginx import NginxServer
 
 pytestmark = pytest.mark.e2e
 
@@ -51,23 +51,6 @@ RECONNECT_SLACK_S = 2.0
 WAIT_S = 60.0
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "services" / "Dockerfile"
-
-
-class SeqPublisher:
-    """Publishes bench_seq 1, 2, ... and remembers what had been published by when."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.last = 0
-
-    async def publish(self, seq: int) -> None:
-        await publish_event(self.client, SEQ_EVENT, json.dumps({"seq": seq}))
-        self.last = seq
-
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.publish(self.last + 1)
-            await asyncio.sleep(interval)
 
 
 @pytest.fixture
@@ -97,7 +80,7 @@ async def connect_clients(topology: Topology, publisher: SeqPublisher) -> Client
     return fleet
 
 
-async def streams_per_gateway(topology: Topology, gateways: Sequence[Gateway]) -> list[int]:
+async def streams_per_gateway(topology: Topology, gateways: Sequence[GatewayProcess]) -> list[int]:
     return list(
         await asyncio.gather(*(asyncio.to_thread(topology.open_streams, g) for g in gateways))
     )
@@ -135,7 +118,7 @@ def test_the_rendered_configuration_passes_nginx_t() -> None:
 async def test_300_clients_through_nginx_each_receive_every_event_exactly_once(
     nginx_topology: Topology, seq_redis: aioredis.Redis
 ) -> None:
-    publisher = SeqPublisher(seq_redis)
+    publisher = SeqPublisher(RedisEvents(seq_redis))
     fleet = await connect_clients(nginx_topology, publisher)
     try:
         # Round robin spreads the clients over all three gateways.
@@ -170,7 +153,7 @@ async def test_300_clients_through_nginx_each_receive_every_event_exactly_once(
 async def test_kill_9_of_one_gateway_moves_its_clients_and_leaves_the_others_whole(
     nginx_topology: Topology, seq_redis: aioredis.Redis
 ) -> None:
-    publisher = SeqPublisher(seq_redis)
+    publisher = SeqPublisher(RedisEvents(seq_redis))
     fleet = await connect_clients(nginx_topology, publisher)
     stop_publishing = asyncio.Event()
     publishing = asyncio.create_task(publisher.run(0.05, stop_publishing))
@@ -188,7 +171,7 @@ async def test_kill_9_of_one_gateway_moves_its_clients_and_leaves_the_others_who
 
         retry_s = int(nginx_topology.gateway_env["SSE_RETRY_MS"]) / 1000
         assert {c.retry_ms for c in fleet.clients} == {int(retry_s * 1000)}
-        victim.process.kill_group(signal.SIGKILL)
+        victim.kill_group(signal.SIGKILL)
         killed_at = time.monotonic()
         published_before_kill = publisher.last
 

@@ -1,6 +1,6 @@
 """A Sentinel failover under real load (issue 10): nobody notices but the figures.
 
-One master, one replica and three sentinels (``tests/support/redis_sentinel.py``),
+One master, one replica and three sentinels (``connectome_sse.localrun.redis_sentinel``),
 two ``health-publisher`` and two ``sse-gateway`` processes on the
 ``redis+sentinel://`` URL, 100 streaming clients (50 per gateway). Then
 ``kill -9`` of the master:
@@ -23,28 +23,29 @@ taking writes and both gateways subscribing to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.exceptions import RedisError
 
-from connectome_sse.redis_connect import sync_client
+from connectome_sse.localrun.gateway import GatewayProcess, gateway_subscriptions
+from connectome_sse.localrun.metrics import publisher_leaders
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_sentinel import (
+    DOWN_AFTER_MS,
+    FAILOVER_TIMEOUT_MS,
+    SentinelCluster,
+)
+from connectome_sse.localrun.seq_publisher import ChannelOnly, SeqPublisher
+from connectome_sse.localrun.sse_clients import StreamRecorder, open_each
+from connectome_sse.localrun.wait import until
+from connectome_sse.redis_connect import async_client
 from connectome_sse.redis_target import parse_redis_url
-from connectome_sse.sse_client import EventStreamParser
-from tests.support.gateway import GatewayProcess, gateway_subscriptions
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess, console_script
-from tests.support.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelCluster
-from tests.support.sse_clients import until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,117 +57,12 @@ SEQ_RATE = 20.0  # seq events per second through the failover
 IN_FLIGHT_S = 0.05
 
 
-@dataclass
-class Received:
-    event: str
-    data: str
-    at: float  # time.monotonic() on arrival
-
-
-@dataclass
-class TimedStream:
-    """One strict SSE client (the project's parser) that timestamps every event."""
-
-    url: str
-    events: list[Received] = field(default_factory=list)
-    status: int | None = None
-    ended: bool = False
-    error: BaseException | None = None
-    opened: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def of(self, event: str) -> list[Received]:
-        return [e for e in self.events if e.event == event]
-
-    async def run(self, client: httpx.AsyncClient) -> None:
-        parser = EventStreamParser()
-        try:
-            async with client.stream("GET", self.url) as response:
-                self.status = response.status_code
-                self.opened.set()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is not None:
-                        self.events.append(Received(event.event, event.data, time.monotonic()))
-        except (httpx.HTTPError, OSError) as exc:
-            self.error = exc
-        finally:
-            self.ended = True
-            self.opened.set()
-
-
-@contextlib.asynccontextmanager
-async def timed_streams(urls: list[str]) -> AsyncIterator[list[TimedStream]]:
-    limits = httpx.Limits(max_connections=len(urls) + 10, max_keepalive_connections=0)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, read=None)) as client:
-        streams = [TimedStream(url) for url in urls]
-        tasks = [asyncio.create_task(s.run(client)) for s in streams]
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.gather(*(s.opened.wait() for s in streams))
-            yield streams
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class SeqPublisher:
-    """PUBLISH ``sse:seq`` 0, 1, 2… at SEQ_RATE through a Sentinel client; records which
-    publishes Redis accepted (a PUBLISH to a dead or demoted master fails and is retried
-    with the next number: nobody can expect it)."""
-
-    def __init__(self, url: str) -> None:
-        self.client = sync_client(
-            parse_redis_url(url), socket_timeout=0.5, socket_connect_timeout=0.5
-        )
-        self.accepted: list[int] = []
-        self.failed = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        seq = 0
-        while not self.stop.wait(1 / SEQ_RATE):
-            try:
-                self.client.publish("sse:seq", str(seq))
-                self.accepted.append(seq)
-            except (RedisError, OSError):
-                self.failed += 1
-            seq += 1
-
-    def __enter__(self) -> SeqPublisher:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        self.client.close()
-
-
-def leaders(metrics_ports: list[int]) -> int:
-    total = 0
-    for port in metrics_ports:
-        with contextlib.suppress(httpx.HTTPError):
-            for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text.splitlines():
-                if line.startswith("health_publisher_leader "):
-                    total += int(float(line.split()[1]))
-    return total
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "sentinel").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 async def test_kill_9_of_the_master_under_100_streams(
     cluster: SentinelCluster, tmp_path: Path
 ) -> None:
     url = cluster.url
+    # The seq events' own client: through the sentinels, short timeouts while no master answers.
+    seq_client = async_client(parse_redis_url(url), socket_timeout=0.5, socket_connect_timeout=0.5)
     metrics_ports = [free_port(), free_port()]
     publishers = [
         ManagedProcess(
@@ -191,14 +87,17 @@ async def test_kill_9_of_the_master_under_100_streams(
         for gateway in gateways:
             gateway.wait_ready()
         urls = [gateways[i % 2].url + "/api/sse" for i in range(CLIENTS)]
-        async with timed_streams(urls) as streams:
+        async with open_each(urls) as streams:
             assert all(s.status == 200 for s in streams)
             await until(
                 lambda: all(s.of("connectome_health") for s in streams),
                 timeout=20,
                 what="a first connectome_health on every stream",
             )
-            with SeqPublisher(url) as seq:
+            # A bare PUBLISH through a Sentinel client: a refused one (no master) is not retried
+            # with the same number, and no snapshot is re-sent to look like a duplicate.
+            seq = SeqPublisher(ChannelOnly(seq_client), "seq", str, refused=(RedisError, OSError))
+            async with seq.running(1 / SEQ_RATE):
                 await until(lambda: len(seq.accepted) >= 10, what="seq events flowing")
 
                 killed_at = time.monotonic()
@@ -206,9 +105,9 @@ async def test_kill_9_of_the_master_under_100_streams(
                 new = await asyncio.to_thread(cluster.wait_failover)
                 after = killed_at + IN_FLIGHT_S
 
-                def first_health_after(stream: TimedStream) -> float | None:
+                def first_health_after(stream: StreamRecorder) -> float | None:
                     return next(
-                        (e.at for e in stream.of("connectome_health") if e.at > after), None
+                        (at for at in stream.arrivals("connectome_health") if at > after), None
                     )
 
                 await until(
@@ -244,7 +143,7 @@ async def test_kill_9_of_the_master_under_100_streams(
                 await until(lambda: len(seq.accepted) >= more, what="seq events after it")
                 with old.client() as node:
                     assert gateway_subscriptions(node) == []
-            await until(lambda: leaders(metrics_ports) == 1, what="exactly one leader")
+            await until(lambda: publisher_leaders(metrics_ports) == 1, what="exactly one leader")
             # Let the last seq events reach everyone: a marker published after them.
             tail = uuid.uuid4().hex
             with new.client() as node:
@@ -253,14 +152,14 @@ async def test_kill_9_of_the_master_under_100_streams(
 
             assert not [s for s in streams if s.ended], "a stream ended during the failover"
             for stream in streams:
-                assert [e.data for e in stream.of("failover_check")] == [marker]
+                assert stream.of("failover_check") == [marker]
 
             delays = sorted(first_health_after(s) - killed_at for s in streams)  # type: ignore[operator]
             accepted = set(seq.accepted)
             lost: list[int] = []
             duplicated: list[int] = []
             for stream in streams:
-                got = [int(e.data) for e in stream.of("seq") if e.data.isdigit()]
+                got = [int(data) for data in stream.of("seq") if data.isdigit()]
                 lost.append(len(accepted - set(got)))
                 duplicated.append(len(got) - len(set(got)))
             print(
@@ -276,6 +175,7 @@ async def test_kill_9_of_the_master_under_100_streams(
         assert all(g.alive() for g in gateways)
         assert all(p.alive() for p in publishers)
     finally:
+        await seq_client.aclose()
         for process in [*gateways, *publishers]:
             process.stop()
         # Shown by pytest with a failing test's report (captured output).

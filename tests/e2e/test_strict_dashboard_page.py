@@ -22,13 +22,13 @@ import pytest
 from playwright.sync_api import Page
 
 from connectome_sse.contract import LEADER_KEY
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.processes import ManagedProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from tests.support.chromium import chromium
-from tests.support.gateway import GatewayProcess
 from tests.support.nginx import NginxServer
-from tests.support.processes import ManagedProcess
 from tests.support.publisher import publisher_process
-from tests.support.redis_server import RedisServer
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>strict dashboard</title>
 <div id="health">none</div><script>

@@ -26,14 +26,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from connectome_sse.payload import HealthPayload, parse_health_payload
 from connectome_sse.publishing import publish_event
 from connectome_sse.sse_client import EventSourceReader, ServerEvent
-from tests.support.ports import free_port
-from tests.support.processes import console_script
-from tests.support.redis_server import RedisServer
 from tests.support.up_process import UpProcess, alive, cmdline
-from tests.support.wait import wait_for
 
 StartUp = Callable[..., UpProcess]
 

@@ -19,12 +19,12 @@ import httpx
 import jwt
 import pytest
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.conftest import StartGateway
-from tests.support.gateway import GatewayProcess
-from tests.support.processes import console_script
 from tests.support.raw_stream import RawStream
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from sse_gateway.history import event_id
 from tests.conftest import StartGateway
-from tests.support.processes import ManagedProcess, console_script
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 
 @pytest.fixture

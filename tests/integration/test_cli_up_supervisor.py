@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.stack.children import Child, group_members
+from connectome_sse.localrun.processes import group_members, wait_pid_gone
+from connectome_sse.localrun.wait import wait_for
+from connectome_sse.stack.children import Child
 from connectome_sse.stack.supervisor import Supervisor, death_report
-from tests.support.processes import wait_pid_gone
-from tests.support.wait import wait_for
 
 # Records its name in ORDER on SIGTERM, then exits; says "ready" once the handler is in place.
 POLITE = """

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from connectome_sse.contract import SIGNALS_STREAM
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from health_publisher.signals import parse_signal
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess, console_script
 from tests.support.publisher import ChannelRecorder, publisher_process
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

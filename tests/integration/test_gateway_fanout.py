@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from connectome_sse.localrun.gateway import gateway_connections, gateway_subscriptions
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until
 from tests.conftest import StartGateway
-from tests.support.gateway import gateway_connections, gateway_subscriptions
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
 
 CLIENTS = 200
 EVENTS = 20

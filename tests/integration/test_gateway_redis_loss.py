@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until
 from tests.conftest import StartGateway
 from tests.integration.test_redis_reader_faults import publish_blocked
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
 
 
 async def test_streams_survive_a_redis_restart_and_get_snapshot_and_new_events(

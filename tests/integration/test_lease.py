@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_sse.contract import LEADER_KEY
+from connectome_sse.localrun.redis_server import RedisServer
 from health_publisher.lease import LeaderLease
 from tests.support.publisher import FakeClock
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_sse.contract import SIGNALS_STREAM
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import async_wait_for, until
 from health_publisher.lease import CHECKPOINT_KEY
 from tests.support.publisher import (
     HEALTH_CHANNEL,
@@ -23,11 +25,8 @@ from tests.support.publisher import (
     next_payload,
     running_publisher,
     snapshot,
-    until,
     xadd,
 )
-from tests.support.redis_server import RedisServer
-from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from connectome_sse.contract import LEADER_KEY
-from tests.support.processes import ManagedProcess
+from connectome_sse.localrun.processes import ManagedProcess
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from tests.support.publisher import (
     ChannelRecorder,
     counters,
@@ -19,8 +21,6 @@ from tests.support.publisher import (
     snapshot,
     xadd,
 )
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,7 @@ def test_a_publisher_that_only_stood_by_says_so_when_it_stops(
 ) -> None:
     procs = two_publishers(redis_server, tmp_path, {})
     try:
-        leader, standby = leader_and_standby(procs, redis_server)
+        _, standby = leader_and_standby(procs, redis_server)
         wait_for(lambda: "standing by:" in standby.log(), what="the standby's announcement")
         standby.signal(signal.SIGTERM)
         assert standby.wait(timeout=10) == 0

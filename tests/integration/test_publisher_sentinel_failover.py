@@ -22,21 +22,19 @@ publishers must still guarantee, and what is asserted:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 from redis.exceptions import RedisError
 
 from connectome_sse.contract import SIGNALS_STREAM
+from connectome_sse.localrun.metrics import publisher_leaders
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_sentinel import SentinelCluster
+from connectome_sse.localrun.wait import wait_for
 from connectome_sse.redis_connect import sync_client
 from connectome_sse.redis_target import parse_redis_url
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess, console_script
 from tests.support.publisher import counters, group_info, snapshot
-from tests.support.redis_sentinel import SentinelCluster
-from tests.support.wait import wait_for
 
 
 class SignalWriter:
@@ -79,28 +77,6 @@ class SignalWriter:
         self.stop.set()
         self.thread.join(10)
         self.client.close()
-
-
-def leaders(ports: list[int]) -> int:
-    total = 0
-    for port in ports:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("health_publisher_leader "):
-                total += int(float(line.split()[1]))
-    return total
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "sentinel").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_failover_loses_no_replicated_signal_and_counts_none_twice(
@@ -150,7 +126,7 @@ def test_a_failover_loses_no_replicated_signal_and_counts_none_twice(
             in_stream = node.xlen(SIGNALS_STREAM)
         assert in_stream >= writer.confirmed
         assert in_stream <= writer.confirmed + writer.unconfirmed
-        wait_for(lambda: leaders(ports) == 1, timeout=10, what="exactly one leader")
+        wait_for(lambda: publisher_leaders(ports) == 1, timeout=10, what="exactly one leader")
         assert all(p.alive() for p in publishers)
         print(
             f"\npublishers through a failover: {writer.confirmed} signals confirmed "

@@ -19,13 +19,14 @@ import jwt
 import pytest
 import redis
 
-from tests.support.gateway import GatewayProcess
-from tests.support.processes import ManagedProcess, console_script
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until
 from tests.support.publisher import publisher_process
 from tests.support.raw_stream import RawStream
 from tests.support.redis_acl import acl_line, make_user
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import open_streams, until
 
 
 def user_url(server: RedisServer, user: str) -> str:

@@ -17,33 +17,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import until
 from sse_gateway.framing import Frame
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.redis_source import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_KEYS, RedisSource
 from sse_gateway.relay import Relay
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import until
-
-
-class Recorder:
-    """A hub subscriber that keeps every frame's bytes."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def offer(self, frame: Frame) -> bool:
-        self.frames.append(frame.data)
-        return True
-
-    def close(self, final_frame: bytes) -> None:
-        pass
-
-    def data(self, event: str) -> list[str]:
-        prefix = f"event: {event}\ndata: ".encode()
-        # Relayed frames open with their id: line (SPEC "Event ids and resume").
-        frames = [f.split(b"\n", 1)[1] if f.startswith(b"id: ") else f for f in self.frames]
-        return [f[len(prefix) :].rstrip(b"\n").decode() for f in frames if f.startswith(prefix)]
+from tests.support.subscribers import Recorder
 
 
 class BuggyHub(Hub):

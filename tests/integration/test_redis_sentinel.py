@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_sentinel import MASTER_NAME, SentinelCluster
+from connectome_sse.localrun.wait import async_wait_for, wait_for
 from connectome_sse.redis_connect import (
     MasterLocator,
     RedisUnavailable,
@@ -22,11 +26,7 @@ from connectome_sse.redis_connect import (
     sync_client,
 )
 from connectome_sse.redis_target import parse_redis_url
-from tests.support.ports import free_port
-from tests.support.processes import console_script
-from tests.support.redis_sentinel import MASTER_NAME, SentinelCluster
 from tests.support.redis_tls import TlsFiles
-from tests.support.wait import async_wait_for, wait_for
 
 
 def publish(
@@ -39,13 +39,6 @@ def publish(
         timeout=60,
         env={"PATH": "/usr/bin:/bin", "REDIS_URL": url, **(env or {})},
     )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "sentinel").start()
-    yield cluster
-    cluster.stop()
 
 
 async def test_clients_and_publish_follow_a_failover(cluster: SentinelCluster) -> None:
@@ -144,12 +137,13 @@ def tls_cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
 async def test_rediss_sentinel_with_a_sentinel_password_follows_a_failover(
     tls_cluster: SentinelCluster,
 ) -> None:
-    assert tls_cluster.tls is not None
+    tls = tls_cluster.tls
+    assert isinstance(tls, TlsFiles)
     env = {
         "REDIS_URL": tls_cluster.url,
-        "REDIS_TLS_CA_FILE": str(tls_cluster.tls.ca),
-        "REDIS_TLS_CERT_FILE": str(tls_cluster.tls.client_cert),
-        "REDIS_TLS_KEY_FILE": str(tls_cluster.tls.client_key),
+        "REDIS_TLS_CA_FILE": str(tls.ca),
+        "REDIS_TLS_CERT_FILE": str(tls.client_cert),
+        "REDIS_TLS_KEY_FILE": str(tls.client_key),
         "REDIS_SENTINEL_PASSWORD": "sentinel-pw",
     }
     done = publish(tls_cluster.url, "tls-before", env)
@@ -162,9 +156,7 @@ async def test_rediss_sentinel_with_a_sentinel_password_follows_a_failover(
     assert wrong.stderr.count("\n") == 1 and "REDIS_SENTINEL_PASSWORD" in wrong.stderr
     assert "nope" not in wrong.stderr
 
-    bad_ca = publish(
-        tls_cluster.url, "x", {**env, "REDIS_TLS_CA_FILE": str(tls_cluster.tls.other_ca)}
-    )
+    bad_ca = publish(tls_cluster.url, "x", {**env, "REDIS_TLS_CA_FILE": str(tls.other_ca)})
     assert bad_ca.returncode == 1
     assert bad_ca.stderr.count("\n") == 1, bad_ca.stderr
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import GatewayProcess
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess, console_script
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_sentinel import SentinelCluster
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.sse_clients import open_streams
+from connectome_sse.localrun.wait import until, wait_for
 from tests.support.redis_acl import RULES, make_user
-from tests.support.redis_sentinel import SentinelCluster
-from tests.support.redis_server import RedisServer
 from tests.support.redis_tls import TlsRedisServer
-from tests.support.sse_clients import open_streams, until
-from tests.support.wait import wait_for
 
 SECRET = "s3cret-pw"
 

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import until
 from sse_gateway.redis_source import RedisSource
 from tests.support.freezing_proxy import FreezingProxy
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import until
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.log: list[str] = []
-        self.messages: list[tuple[str, bytes]] = []
-
-    def on_message(self, channel: str, data: bytes) -> None:
-        self.messages.append((channel, data))
-
-    def on_connected(self, resumed: bool = False) -> None:
-        self.log.append("resumed" if resumed else "connected")
-
-    def on_disconnected(self) -> None:
-        self.log.append("disconnected")
+from tests.support.subscribers import Listener
 
 
 async def test_a_half_open_subscription_is_drained_and_rebuilt(redis_server: RedisServer) -> None:

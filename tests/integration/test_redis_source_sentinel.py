@@ -1,6 +1,6 @@
 """The gateway's Redis reader on Sentinel (issue 10): never deaf on a demoted or cut-off master.
 
-Real master, replica and three sentinels (``tests/support/redis_sentinel.py``).
+Real master, replica and three sentinels (``connectome_sse.localrun.redis_sentinel``).
 The trap (Centrifugo #1189): a subscription whose socket stays open to the old
 master, frozen here as behind a partition, hears nothing published on the new
 one, and redis-py never moves it. The reader compares its subscription's peer
@@ -11,41 +11,16 @@ private channel; both are tested here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_sse.localrun.redis_sentinel import SentinelCluster
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import until
 from connectome_sse.redis_connect import async_client
 from sse_gateway.redis_source import PROBE_CHANNEL_PREFIX, RedisSource, SubscriptionMisplaced
-from tests.support.redis_sentinel import SentinelCluster
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import until
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.log: list[str] = []
-        self.messages: list[tuple[str, bytes]] = []
-
-    def on_message(self, channel: str, data: bytes) -> None:
-        self.messages.append((channel, data))
-
-    def on_connected(self, resumed: bool = False) -> None:
-        self.log.append("resumed" if resumed else "connected")
-
-    def on_disconnected(self) -> None:
-        self.log.append("disconnected")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "sentinel").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+from tests.support.subscribers import Listener
 
 
 async def test_a_subscription_on_a_cut_off_master_moves_to_the_new_one(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import console_script
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_server import RedisServer
 from tests.support.redis_acl import make_user
-from tests.support.redis_server import RedisServer
 from tests.support.redis_tls import TlsRedisServer
 
 

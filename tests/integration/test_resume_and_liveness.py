@@ -19,54 +19,29 @@ import httpx
 import jwt
 import redis
 
-from connectome_sse.sse_client import EventStreamParser, ServerEvent
+from connectome_sse.localrun.redis_server import RedisServer, require_program
+from connectome_sse.localrun.sse_clients import StreamRecorder
+from connectome_sse.localrun.wait import until
 from sse_gateway.history import event_id
 from tests.conftest import StartGateway
-from tests.support.redis_server import RedisServer, require_program
-from tests.support.sse_clients import until
-
-
-class Reader:
-    """One stream, with optional ``Last-Event-ID``, recording every event with its id."""
-
-    def __init__(self) -> None:
-        self.events: list[ServerEvent] = []
-        self.status: int | None = None
-
-    def real(self) -> list[ServerEvent]:
-        return [e for e in self.events if e.event != "ping"]
-
-    def of(self, event: str) -> list[str]:
-        return [e.data for e in self.events if e.event == event]
-
-    async def run(self, url: str, last_id: str | None, headers: dict[str, str]) -> None:
-        headers = {**headers, "Last-Event-ID": last_id} if last_id else headers
-        parser = EventStreamParser()
-        timeout = httpx.Timeout(10.0, read=None)
-        async with (
-            httpx.AsyncClient(timeout=timeout) as client,
-            client.stream("GET", url, headers=headers) as response,
-        ):
-            self.status = response.status_code
-            async for line in response.aiter_lines():
-                event = parser.feed(line)
-                if event is not None:
-                    self.events.append(event)
 
 
 @contextlib.asynccontextmanager
 async def reading(
     url: str, last_id: str | None = None, headers: dict[str, str] | None = None
-) -> AsyncIterator[Reader]:
-    reader = Reader()
-    task = asyncio.create_task(reader.run(url, last_id, headers or {}))
-    try:
-        await until(lambda: reader.status is not None or task.done(), what="response")
-        assert reader.status == 200
-        yield reader
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+) -> AsyncIterator[StreamRecorder]:
+    """One stream, with ``Last-Event-ID`` when ``last_id`` is given, recording every event."""
+    headers = {**(headers or {}), "Last-Event-ID": last_id} if last_id else dict(headers or {})
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client:
+        reader = StreamRecorder(client, url, headers)
+        task = asyncio.create_task(reader.run())
+        try:
+            await until(lambda: reader.status is not None or task.done(), what="response")
+            assert reader.status == 200
+            yield reader
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def cli_publish(redis_server: RedisServer, channel: str, data: str) -> None:

@@ -14,9 +14,9 @@ import re
 import socket
 from pathlib import Path
 
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import until
 from tests.conftest import StartGateway
-from tests.support.redis_server import RedisServer
-from tests.support.sse_clients import until
 
 PAD = "x" * 65536
 SEQ = re.compile(rb'"seq": (\d+)')

@@ -25,12 +25,12 @@ import jwt
 import pytest
 import redis
 
+from connectome_sse.localrun.gateway import GatewayProcess
+from connectome_sse.localrun.redis_server import RedisServer
 from tests.conftest import StartGateway
 from tests.support.delaying_proxy import DelayingProxy
-from tests.support.gateway import GatewayProcess
 from tests.support.raw_stream import RawStream
 from tests.support.redis_acl import make_user
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
-from tests.support.sse_wire import parse_stream
+from connectome_sse.localrun.sse_wire import parse_stream
 
 
 class ASGIClient:

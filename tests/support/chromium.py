@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.support.redis_server import require_program
+from connectome_sse.localrun.redis_server import require_program
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.wait import wait_for
+from connectome_sse.localrun.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -1,30 +1,24 @@
 """The project's own nginx configuration, rendered and run by the tests in front of real gateways.
 
 ``services/nginx/nginx.conf.template`` is the file docker compose uses too (in
-the image services/nginx builds). It is rendered here by the rule that image
-applies to it at start (envsubst of the
-variables that are defined, nothing else), and nginx runs in the foreground
-under a throw-away prefix: ``-p PREFIX -c PREFIX/nginx.conf -e PREFIX/error.log``
-with ``daemon off`` and the pid file in the prefix.
+the image services/nginx builds). ``connectome_sse.localrun.nginx`` renders it
+by the rule that image applies to it at start (envsubst of the variables that
+are defined, nothing else) and runs nginx; here it gets a certificate from a
+test CA by default.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess
-from tests.support.redis_server import require_program
-from tests.support.wait import wait_for
+from connectome_sse.localrun import nginx as localrun_nginx
+from connectome_sse.localrun.nginx import STREAMS_PER_CLIENT, render
+from connectome_sse.localrun.nginx import gateway_servers as gateway_servers  # nginx_variants
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "services" / "nginx" / "nginx.conf.template"
@@ -37,28 +31,6 @@ def template_variables(text: str | None = None) -> set[str]:
     """The ``${LB_...}`` names the template expects."""
     text = TEMPLATE.read_text() if text is None else text
     return {name for name in _PLACEHOLDER.findall(text) if name.startswith(TEMPLATE_PREFIX)}
-
-
-def render(values: Mapping[str, str], text: str | None = None) -> str:
-    """Substitute ``${NAME}`` for the given names only, as the image's envsubst step does."""
-    text = TEMPLATE.read_text() if text is None else text
-    missing = template_variables(text) - set(values)
-    if missing:
-        raise ValueError(f"nginx template needs {sorted(missing)}")
-
-    def substitute(match: re.Match[str]) -> str:
-        return values.get(match.group(1), match.group(0))
-
-    return _PLACEHOLDER.sub(substitute, text)
-
-
-def gateway_servers(addresses: Sequence[str]) -> str:
-    """The ``LB_GATEWAYS`` value for fixed gateway addresses (``host:port``)."""
-    return " ".join(f"server {address};" for address in addresses)
-
-
-# The template's upstream group, for gateways at fixed addresses.
-GROUP = "sse_gateways"
 
 
 @dataclass(frozen=True)
@@ -81,12 +53,6 @@ class TlsFiles:
         return files
 
 
-# nginx's streams per client address (LB_STREAMS_PER_CLIENT) unless a test sets it:
-# far above what any test opens, so tests of many streams from 127.0.0.1 are not
-# limited by nginx (tests/e2e/test_auth_nginx.py tests the limit with a small one).
-STREAMS_PER_CLIENT = 65_535  # the largest nginx takes
-
-
 def render_for(
     listen_port: int,
     gateways: Sequence[str],
@@ -96,22 +62,13 @@ def render_for(
     streams_per_client: int = STREAMS_PER_CLIENT,
 ) -> str:
     """The configuration for gateways at fixed loopback addresses: the group, no DNS."""
-    return render(
-        {
-            "LB_LISTEN": f"127.0.0.1:{listen_port}",
-            "LB_TLS_LISTEN": f"127.0.0.1:{tls_port}",
-            "LB_TLS_CERT": str(cert),
-            "LB_TLS_KEY": str(key),
-            "LB_BACKEND": GROUP,
-            "LB_GATEWAYS": gateway_servers(gateways),
-            # Never asked while LB_BACKEND is the group; nginx wants an address.
-            "LB_RESOLVER": "127.0.0.1",
-            "LB_STREAMS_PER_CLIENT": str(streams_per_client),
-        }
+    values = localrun_nginx.template_values(
+        listen_port, tls_port, cert, key, gateways, streams_per_client
     )
+    return render(TEMPLATE.read_text(), values)
 
 
-class NginxServer:
+class NginxServer(localrun_nginx.NginxServer):
     """Debian's nginx with the project's configuration, on free loopback ports.
 
     Plain HTTP on ``port``, HTTPS with HTTP/2 on ``tls_port``; the certificate is
@@ -120,6 +77,8 @@ class NginxServer:
     per-address limit (``LB_STREAMS_PER_CLIENT``).
     """
 
+    tls: TlsFiles
+
     def __init__(
         self,
         gateways: Sequence[str],
@@ -127,79 +86,5 @@ class NginxServer:
         tls: TlsFiles | None = None,
         streams_per_client: int = STREAMS_PER_CLIENT,
     ) -> None:
-        self.gateways = list(gateways)
-        self.streams_per_client = streams_per_client
-        self.port = port or free_port()
-        self.tls_port = free_port()
-        # Not under pytest's 0700 tmp tree: the workers run as `nobody` when nginx
-        # is started by root, and must be able to reach the prefix.
-        self.prefix = Path(tempfile.mkdtemp(prefix="connectome-nginx-"))
-        self.prefix.chmod(0o755)
-        self.conf = self.prefix / "nginx.conf"
+        super().__init__(gateways, TEMPLATE, port=port, streams_per_client=streams_per_client)
         self.tls = tls or TlsFiles.issue(self.prefix)
-        self.process: ManagedProcess | None = None
-
-    @property
-    def tls_url(self) -> str:
-        return f"https://127.0.0.1:{self.tls_port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self, *extra: str) -> list[str]:
-        return [
-            require_program("nginx"),
-            "-p", f"{self.prefix}/",
-            "-c", str(self.conf),
-            "-e", str(self.prefix / "error.log"),
-            "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};",
-            *extra,
-        ]  # fmt: skip
-
-    def write_config(self) -> Path:
-        self.conf.write_text(
-            render_for(
-                self.port,
-                self.gateways,
-                self.tls_port,
-                self.tls.cert,
-                self.tls.key,
-                self.streams_per_client,
-            )
-        )
-        return self.conf
-
-    def check(self) -> subprocess.CompletedProcess[str]:
-        """``nginx -t`` on the rendered configuration."""
-        self.write_config()
-        return subprocess.run(
-            self.command("-t"), capture_output=True, text=True, timeout=30, check=False
-        )
-
-    def start(self) -> NginxServer:
-        self.write_config()
-        self.process = ManagedProcess(self.command(), self.prefix / "nginx.out").start()
-        wait_for(self._accepts, timeout=15, what=f"nginx on port {self.port}")
-        return self
-
-    def _accepts(self) -> bool:
-        assert self.process is not None
-        if not self.process.alive():
-            raise RuntimeError(f"nginx exited:\n{self.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def log(self) -> str:
-        out = self.process.log() if self.process else ""
-        error_log = self.prefix / "error.log"
-        early = error_log.read_text(errors="replace") if error_log.exists() else ""
-        return early + out
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=10)
-        shutil.rmtree(self.prefix, ignore_errors=True)

@@ -20,13 +20,13 @@ import redis
 import redis.asyncio as aioredis
 
 from connectome_sse.contract import SIGNALS_STREAM, channel_for, snapshot_key
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.redis_server import RedisServer
+from connectome_sse.localrun.wait import wait_for
 from connectome_sse.payload import HealthPayload, parse_health_payload
 from connectome_sse.settings import load_settings
 from health_publisher.service import HealthPublisher
 from health_publisher.settings import PublisherSettings
-from tests.support.processes import ManagedProcess, console_script
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_for
 
 HEALTH_CHANNEL = channel_for("connectome_health")
 T0 = 1_000_000.0
@@ -168,15 +168,3 @@ def counters(payload: HealthPayload) -> tuple[int, int, int]:
 
 def dumps(payload: HealthPayload) -> str:
     return json.dumps(json.loads(payload.to_json()), indent=1)
-
-
-async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
-    """``wait_for`` for async tests: polls a plain predicate without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis
 import trustme
 
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.redis_server import RedisServer
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ManagedProcess, console_script
-from tests.support.wait import wait_for
+from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.wait import wait_for
 
 
 def _stat(pid: int) -> tuple[int, int, int] | None:

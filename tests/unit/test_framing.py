@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectome_sse.localrun.sse_wire import parse_stream
 from sse_gateway.framing import encode_event, encode_retry
-from tests.support.sse_wire import parse_stream
 
 CASES = [
     ("plain", "connectome_health", '{"a":1}', b'event: connectome_health\ndata: {"a":1}\n\n'),

@@ -14,12 +14,12 @@ from typing import Any
 import jwt
 import pytest
 
+from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.settings import load_settings
 from sse_gateway.app import GatewayApp, create_app
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource
 from tests.support.asgi import ASGIClient, lifespan
-from tests.support.redis_server import RedisServer
 
 SECRET = "a-test-secret-of-at-least-32-bytes!"
 

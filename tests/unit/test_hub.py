@@ -6,22 +6,7 @@ import contextlib
 
 from sse_gateway.framing import Frame
 from sse_gateway.hub import Hub, HubClosed
-
-
-class Recorder:
-    def __init__(self, capacity: int = 1000) -> None:
-        self.frames: list[bytes] = []
-        self.capacity = capacity
-        self.final: bytes | None = None
-
-    def offer(self, frame: Frame) -> bool:
-        if len(self.frames) >= self.capacity:
-            return False
-        self.frames.append(frame.data)
-        return True
-
-    def close(self, final_frame: bytes) -> None:
-        self.final = final_frame
+from tests.support.subscribers import Recorder
 
 
 def test_publish_reaches_every_subscriber_once_in_order() -> None:

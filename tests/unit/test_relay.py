@@ -9,6 +9,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from connectome_sse.localrun.wait import until
 from connectome_sse.settings import load_settings
 from sse_gateway.app import create_app
 from sse_gateway.framing import Frame
@@ -19,19 +20,7 @@ from sse_gateway.relay import Relay
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource, SourceListener
 from tests.support.asgi import ASGIClient, lifespan
-from tests.support.sse_clients import until
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def offer(self, frame: Frame) -> bool:
-        self.frames.append(frame.data)
-        return True
-
-    def close(self, final_frame: bytes) -> None:
-        pass
+from tests.support.subscribers import Recorder
 
 
 class DyingSource(MemorySource):
