@@ -211,7 +211,9 @@ def test_the_dashboard_and_readiness_answer_through_nginx(deployment: Deployment
         metrics = client.get("/metrics")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert 'new EventSource("/api/sse")' in page.text
+    # The page streams through the gateway's browser client, which it loads from the gateway.
+    assert 'import { ConnectomeStream } from "/client.js"' in page.text
+    assert 'new ConnectomeStream("/api/sse"' in page.text
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     # Per-process numbers are not served through the balancer.
     assert metrics.status_code == 404

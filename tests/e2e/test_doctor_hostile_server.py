@@ -3,7 +3,7 @@
 A raw asyncio server on a loopback port, in the test, answers the probe with
 a gzip bomb (a small body that decompresses to 128 MiB of comment lines) or
 with one endless ``data:`` line. The doctor runs as the console script; its
-peak RSS comes from ``os.wait4`` on that one child. It must stop reading,
+peak RSS is that child's own high-water mark (``VmHWM``). It must stop reading,
 say why in a failed check, and exit 1.
 """
 
@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
+import re
 import subprocess
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,26 +110,45 @@ class MeasuredRun:
 
 
 def doctor_measured(url: str, timeout: float = 60) -> MeasuredRun:
-    """The doctor as a child of its own: exit status, JSON report, and peak RSS (wait4)."""
+    """The doctor as a child of its own: exit status, JSON report, and peak RSS.
+
+    The peak is the child's own ``VmHWM``, sampled while it runs: ``ru_maxrss`` of a
+    child would count the memory of the test process it was forked from."""
     process = subprocess.Popen(
         console_script("connectome-sse", "doctor", url, "--json", "--idle", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    peak_kib = [0]
+    sampler = threading.Thread(target=sample_peak, args=(process, peak_kib), daemon=True)
+    sampler.start()
     killer = threading.Timer(timeout, process.kill)
     killer.start()
     try:
         assert process.stdout is not None
         out = process.stdout.read()
-        _, wait_status, usage = os.wait4(process.pid, 0)
+        process.wait()
     finally:
         killer.cancel()
         if process.stdout is not None:
             process.stdout.close()
-    process.returncode = os.waitstatus_to_exitcode(wait_status)
+    sampler.join(timeout=5)
     assert out, f"doctor printed nothing (exit {process.returncode})"
-    # ru_maxrss is in KiB on Linux.
-    return MeasuredRun(process.returncode, json.loads(out), usage.ru_maxrss / 1024)
+    return MeasuredRun(process.returncode, json.loads(out), peak_kib[0] / 1024)
+
+
+def sample_peak(process: subprocess.Popen[bytes], peak_kib: list[int]) -> None:
+    """Keep ``peak_kib[0]`` at the highest ``VmHWM`` seen until ``process`` exits."""
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        found = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+        if found:
+            peak_kib[0] = max(peak_kib[0], int(found.group(1)))
+        time.sleep(0.005)
 
 
 async def test_a_gzip_bomb_is_cut_short_as_too_large_with_bounded_memory() -> None:

@@ -100,7 +100,9 @@ def test_up_serves_dashboard_and_live_health_and_sigint_stops_everything(
     page = httpx.get(banner.url + "/", timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert 'new EventSource("/api/sse")' in page.text
+    # The page streams through the gateway's browser client, which it loads from the gateway.
+    assert 'import { ConnectomeStream } from "/client.js"' in page.text
+    assert 'new ConnectomeStream("/api/sse"' in page.text
 
     first, second = engine_health(banner.url, wanted=2)
     assert first.playthrough_id.startswith("pt-") and first.place_id  # the engine's tick signals

@@ -17,8 +17,8 @@ authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
   a mint's retry reading back its own value) and GETDEL on ``sse:ticket:*``
   (sse_gateway/tickets.py). SET is granted on those keys only: ``sse:last:*``
   stays read only.
-- ``demo_engine``: XADD on ``connectome:signals`` (pipelined, no MULTI) and
-  CLIENT SETNAME.
+- ``demo_engine``: PING (its start-up check), XADD on ``connectome:signals``
+  (pipelined, no MULTI) and CLIENT SETNAME.
 - ``publisher``: the consumer group on ``connectome:signals`` (XGROUP CREATE
   with MKSTREAM; inside its fenced scripts XREADGROUP, XPENDING + XCLAIM, XACK,
   XTRIM MINID, XINFO CONSUMERS, XGROUP DELCONSUMER, XRANGE/XREVRANGE, EXISTS;
@@ -68,6 +68,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "gateway": GATEWAY,
     "gateway_auth": (*GATEWAY, "+set", "+getdel", "~sse:ticket:*"),
     "demo_engine": (
+        "+ping",  # its start-up check: a Redis setting that cannot work stops it at once
         "+xadd",
         "+client|setname",
         "~connectome:signals",
