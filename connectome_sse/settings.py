@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from connectome_sse.redaction import redact_url
+from connectome_sse.redaction import RedactingParser
 from connectome_sse.redis_target import RedisTarget, RedisUrlError, parse_redis_url
 
 S = TypeVar("S", bound="ProcessSettings")
@@ -89,8 +89,10 @@ class RedisSettings(ProcessSettings):
 
     owned_prefixes: ClassVar[tuple[str, ...]] = ("REDIS_TLS_",)
 
+    # Kept out of repr and never echoed in an error: it may hold a password.
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
+        repr=False,
         validation_alias="REDIS_URL",
         description="Redis: redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://",
     )
@@ -188,11 +190,11 @@ def _one_line(cls: type[ProcessSettings], exc: ValidationError) -> str:
         field = str(err["loc"][0]) if err["loc"] else "?"
         env = fields.get(field, field)
         given = err.get("input")
-        # Inputs are echoed redacted: a REDIS_URL password must not reach a log, and
-        # a secret setting is never echoed at all.
+        # A field kept out of repr (a secret, a URL that may hold a password) is never
+        # echoed: not even redacted, since what cannot be parsed cannot be redacted.
         info = cls.model_fields.get(field)
         secret = info is not None and info.repr is False
-        shown = f" (got {redact_url(given)!r})" if isinstance(given, str) and not secret else ""
+        shown = f" (got {given!r})" if isinstance(given, str) and not secret else ""
         parts.append(f"{env}: {err['msg']}{shown}")
     return "; ".join(parts)
 
@@ -238,7 +240,7 @@ def parse_csv(value: object) -> object:
 def build_parser(
     prog: str, description: str, cls: type[ProcessSettings]
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = RedactingParser(prog=prog, description=description)
     add_setting_flags(parser, cls)
     return parser
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from connectome_sse.doctor.checks import failed, run_checks
 from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, observe, probe_url
 from connectome_sse.doctor.report import json_report, text_report
+from connectome_sse.gateway_url import GatewayUrlError, split_gateway_url
 
 HELP = "check an SSE endpoint through every proxy in between; exit 1 when a check fails"
 DEFAULT_IDLE_S = 75.0
@@ -57,7 +58,8 @@ def _seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     try:
         url = probe_url(args.url)
-    except UsageError as exc:
+        _, basic_auth = split_gateway_url(args.url)
+    except (UsageError, GatewayUrlError) as exc:
         print(f"connectome-sse doctor: {exc}", file=sys.stderr)
         return 2
     if args.cacert and not Path(args.cacert).is_file():
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         cookie=args.cookie,
         insecure=args.insecure,
         cacert=args.cacert,
+        basic_auth=basic_auth,
     )
     if not args.json:
         seconds = args.idle + PROBE_SPAN

@@ -63,6 +63,7 @@ class UpSettings(RedisSettings):
     # Optional here alone: without it ``up`` starts its own Redis.
     redis_url: str | None = Field(  # type: ignore[assignment]
         None,
+        repr=False,  # may hold a password: never echoed
         validation_alias="REDIS_URL",
         description="use this Redis instead of starting one",
     )

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
+from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.sse_client import EventStreamParser, LineSplitter, ServerEvent
 
 # The gateway sends probes 0, 1 and 2 at 0, 1 and 2 s after the response starts;
@@ -53,10 +54,12 @@ class UsageError(ValueError):
 
 
 def probe_url(url: str) -> str:
-    """``url`` aimed at ``/api/sse?probe=1`` (a bare host gets the path; its query is kept)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r} is not an http:// or https:// URL")
+    """``url`` aimed at ``/api/sse?probe=1`` (a bare host gets the path; its query is kept),
+    without its user info (``split_gateway_url`` gives that as credentials)."""
+    try:
+        parts, _ = split_gateway_url(url)
+    except GatewayUrlError as exc:
+        raise UsageError(str(exc)) from None
     path = parts.path if parts.path not in ("", "/") else STREAM_PATH
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "probe"]
     query.append(("probe", "1"))
@@ -70,6 +73,8 @@ class Options:
     cookie: str | None = None
     insecure: bool = False
     cacert: str | None = None
+    # A proxy's Basic auth, from the URL's user info; kept out of repr.
+    basic_auth: BasicCredentials | None = field(default=None, repr=False)
 
     def request_headers(self) -> dict[str, str]:
         headers = {
@@ -185,10 +190,12 @@ async def _record(url: str, options: Options, idle: float, accept_encoding: str)
     observation = Observation(url=url, idle=idle, accept_encoding=accept_encoding)
     verify = options.verify()
     try:
-        client = httpx.AsyncClient(http2=True, verify=verify, timeout=_timeout())
+        client = httpx.AsyncClient(
+            http2=True, verify=verify, timeout=_timeout(), auth=options.basic_auth
+        )
     except ImportError:  # the optional h2 package is missing: HTTP/1.1 only
         observation.http2_available = False
-        client = httpx.AsyncClient(verify=verify, timeout=_timeout())
+        client = httpx.AsyncClient(verify=verify, timeout=_timeout(), auth=options.basic_auth)
     started = now()
     sent: list[float] = []
     # Until the request is sent, connecting is what is timed; from then on the head
