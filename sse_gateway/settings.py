@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Self
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from connectome_sse.contract import is_valid_event_name
@@ -12,8 +13,11 @@ from connectome_sse.settings import RedisSettings, parse_csv
 
 
 class GatewaySettings(RedisSettings):
-    # REDIS_URL, REDIS_TLS_* and REDIS_SENTINEL_PASSWORD come from RedisSettings.
+    # REDIS_URL, REDIS_TLS_*, REDIS_PASSWORD_FILE and REDIS_SENTINEL_PASSWORD come from
+    # RedisSettings.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("SSE_",)
+    secret_fields: ClassVar[frozenset[str]] = RedisSettings.secret_fields | {"auth_secret"}
+    secret_files: ClassVar[Mapping[str, str]] = {"auth_secret": "auth_secret_file"}
 
     host: str = Field("127.0.0.1", validation_alias="SSE_HOST", description="listen address")
     port: int = Field(8000, ge=0, le=65535, validation_alias="SSE_PORT", description="listen port")
@@ -75,12 +79,18 @@ class GatewaySettings(RedisSettings):
     )
     log_level: str = Field("info", validation_alias="SSE_LOG_LEVEL", description="log level")
     # Authentication (sse_gateway.auth). The secret is a plain str kept out of repr, as
-    # REDIS_SENTINEL_PASSWORD is: to_environ hands it to workers, errors never echo it.
+    # REDIS_SENTINEL_PASSWORD is: errors never echo it; read from SSE_AUTH_SECRET_FILE
+    # when that is set (to_environ then hands workers the path, not the secret).
     auth_secret: str = Field(
         "",
         repr=False,
         validation_alias="SSE_AUTH_SECRET",
         description="HMAC key of stream tokens, at least 32 bytes; empty: streams are open",
+    )
+    auth_secret_file: str = Field(
+        "",
+        validation_alias="SSE_AUTH_SECRET_FILE",
+        description="file holding SSE_AUTH_SECRET (one trailing newline is dropped)",
     )
     ticket_ttl: int = Field(
         30,
@@ -130,12 +140,14 @@ class GatewaySettings(RedisSettings):
         """Open sockets per process: streams, plus room for probes, metrics and refusals."""
         return self.limit_concurrency or self.max_connections + 1024
 
-    @field_validator("auth_secret")
-    @classmethod
-    def _secret_length(cls, value: str) -> str:
-        if value and len(value.encode()) < 32:
-            raise ValueError("must be at least 32 bytes (or empty: authentication off)")
-        return value
+    @model_validator(mode="after")
+    def _secret_length(self) -> Self:
+        if self.auth_secret and len(self.auth_secret.encode()) < 32:
+            where = "SSE_AUTH_SECRET_FILE" if self.auth_secret_file else "SSE_AUTH_SECRET"
+            raise ValueError(
+                f"{where}: the secret must be at least 32 bytes (or empty: authentication off)"
+            )
+        return self
 
     @field_validator("latest_only")
     @classmethod
