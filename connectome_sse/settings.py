@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from connectome_sse.redaction import RedactingParser
+from connectome_sse.redaction import RedactingParser, redact_text
 from connectome_sse.redis_target import RedisTarget, RedisUrlError, parse_redis_url
 from connectome_sse.secret_files import read_secret_file, resolve_secret, url_holds_password
 
@@ -297,7 +297,7 @@ def _one_line(cls: type[ProcessSettings], exc: ValidationError, flags: Collectio
         # echoed: not even redacted, since what cannot be parsed cannot be redacted.
         info = cls.model_fields.get(field)
         echo = isinstance(given, str) and info is not None and info.repr is not False
-        shown = f" (got {given!r})" if echo else ""
+        shown = f" (got {redact_text(repr(given))})" if echo else ""
         parts.append(f"{cls.setting_name(field, flags)}: {text}{shown}")
     return "; ".join(parts)
 

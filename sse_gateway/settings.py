@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Self
 
@@ -10,6 +11,35 @@ from pydantic_settings import NoDecode
 
 from connectome_sse.contract import is_valid_event_name
 from connectome_sse.settings import RedisSettings, parse_csv
+
+# An Origin header as browsers send it: lower case, no path, no default port.
+_ORIGIN = re.compile(
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]+))?$"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why ``origin`` (an ``SSE_CORS_ORIGINS`` entry) can never equal an ``Origin`` header."""
+    if origin == "*":
+        return None
+    _, sep, rest = origin.partition("://")
+    if not sep or not rest:
+        return "has no scheme://host"
+    for mark, what in (("@", "user info"), ("?", "a query"), ("#", "a fragment")):
+        if mark in rest:
+            return f"has {what}"
+    if "/" in rest:
+        return "has a trailing slash" if rest.index("/") == len(rest) - 1 else "has a path"
+    match = _ORIGIN.match(origin)
+    if match is None:
+        return "is not scheme://host[:port] in lower case"
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        return "has a port outside 1..65535"
+    if port is not None and _DEFAULT_PORTS.get(match["scheme"]) == int(port):
+        return f"names the default port {port} (browsers leave it out)"
+    return None
 
 
 class GatewaySettings(RedisSettings):
@@ -109,10 +139,10 @@ class GatewaySettings(RedisSettings):
     # Resume, latest-only types, publisher liveness (sse_gateway.history, .liveness).
     history: int = Field(
         256,
-        ge=0,
+        ge=100,
         le=100_000,
         validation_alias="SSE_HISTORY",
-        description="events kept per type for resuming with Last-Event-ID; 0: no resume",
+        description="events kept per type for resuming with Last-Event-ID (at least 100)",
     )
     latest_only: Annotated[list[str], NoDecode, BeforeValidator(parse_csv)] = Field(
         "connectome_health",  # as the environment would say it: parsed like one
@@ -161,8 +191,14 @@ class GatewaySettings(RedisSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if origin != "*" and "://" not in origin:
-                raise ValueError(f"{origin!r} is not an origin like https://example.org")
+            problem = origin_problem(origin)
+            if problem is not None:
+                # Not quoted when it has user info: that may be a password.
+                shown = "an entry" if "@" in origin else repr(origin)
+                raise ValueError(
+                    f"{shown} {problem}: an origin is scheme://host[:port] as a browser "
+                    "sends it, so it could never match"
+                )
         return value
 
     @field_validator("log_level")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.processes import console_script
 from tests.support.redis_server import RedisServer
 
@@ -26,7 +27,7 @@ def environ(**settings: str) -> dict[str, str]:
 
 def run(argv: tuple[str, ...], env: dict[str, str]) -> tuple[int, str]:
     done = subprocess.run(
-        console_script(*argv), capture_output=True, text=True, timeout=120, env=env
+        console_script(*argv), capture_output=True, text=True, timeout=60, env=env
     )
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, done.stdout + done.stderr
@@ -43,12 +44,16 @@ def run(argv: tuple[str, ...], env: dict[str, str]) -> tuple[int, str]:
         (("health-publisher",), {"HEALTH_WINDOW": "inf"}, "HEALTH_WINDOW: must be a finite"),
         (("sse-gateway",), {"SSE_AUTH_SECRET": "short"}, "SSE_AUTH_SECRET: the secret must"),
         (("connectome-sse", "up", "--workers", "0"), {}, "--workers (SSE_WORKERS): "),
+        (("sse-gateway",), {"SSE_HISTORY": "0"}, "SSE_HISTORY: "),
+        (("sse-gateway",), {"SSE_CORS_ORIGINS": "https://a.example/"}, "trailing slash"),
+        (("sse-gateway",), {"SSE_CORS_ORIGINS": "https://a.example/app"}, "has a path"),
     ],
 )
 def test_one_plain_line_naming_what_was_given(
     argv: tuple[str, ...], env: dict[str, str], expected: str
 ) -> None:
-    code, line = run(argv, environ(**env))
+    # A Redis nobody listens on: a setting wrongly accepted must not reach the host's own.
+    code, line = run(argv, environ(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", **env))
     assert code == 2
     assert expected in line and "Value error" not in line, line
 
