@@ -50,7 +50,12 @@ class Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Both processes' settings as they will load them; a bad value raises SettingsError."""
-        env = {**(os.environ if environ is None else environ), "REDIS_URL": "redis://127.0.0.1/0"}
+        env = {
+            **(os.environ if environ is None else environ),
+            # The topology's own Redis, which has no password.
+            "REDIS_URL": "redis://127.0.0.1/0",
+            "REDIS_PASSWORD_FILE": "",
+        }
         return cls(load_settings(GatewaySettings, env), load_settings(PublisherSettings, env))
 
     @property
@@ -92,7 +97,8 @@ class Topology:
 
     def _wiring_env(self) -> dict[str, str]:
         """Settings besides REDIS_URL that the processes need to reach this Redis."""
-        return {}
+        # The topology's Redis has no password: a user's REDIS_PASSWORD_FILE is not its.
+        return {"REDIS_PASSWORD_FILE": ""}
 
     def _gateway(self, index: int, port: int) -> GatewayProcess:
         # GatewayProcess shortens pings for tests; here the user's value (or the default) holds.
@@ -236,7 +242,7 @@ class SentinelTopology(Topology):
 
     def _wiring_env(self) -> dict[str, str]:
         # The topology's sentinels have no password of their own: a user's value is not theirs.
-        return {"REDIS_SENTINEL_PASSWORD": ""}
+        return {**super()._wiring_env(), "REDIS_SENTINEL_PASSWORD": ""}
 
     def _start_redis(self) -> None:
         self.cluster.start()

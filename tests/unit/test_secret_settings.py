@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.chaos.topology import Settings
 from connectome_sse.commands import demo_engine, publish, token, up
 from connectome_sse.settings import (
     RedisSettings,
@@ -236,3 +237,10 @@ def test_token_reads_the_secret_file(
     monkeypatch.setenv("SSE_AUTH_SECRET", SECRET)
     assert token.run(parse(token, [])) == 2
     assert "SSE_AUTH_SECRET_FILE" in one_line_error(capsys)
+
+
+def test_chaos_ignores_a_password_file_meant_for_another_redis(tmp_path: Path) -> None:
+    # chaos runs its own Redis, without a password; a user's file (even a missing one)
+    # must neither stop it nor reach its processes.
+    settings = Settings.from_environ({"REDIS_PASSWORD_FILE": str(tmp_path / "nope")})
+    assert settings.gateway.redis_target().password is None
