@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from connectome_sse.redaction import RedactingParser
+
 # subcommand -> module under connectome_sse.commands
 COMMANDS = {
     "up": "up",
@@ -32,7 +34,7 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RedactingParser(
         prog="connectome-sse",
         description="Tools around the connectome-sse services (Redis-backed SSE broadcaster).",
     )

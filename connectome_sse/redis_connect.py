@@ -456,6 +456,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 _PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.S)
+# Redis's answers to a client that sent no password (NOAUTH, also to redis-py's HELLO),
+# and to one that sent a password to a Redis that has none.
+_NEEDS_PASSWORD = re.compile(
+    r"NOAUTH|Authentication required|HELLO must be called with the client already "
+    r"authenticated",
+    re.I,
+)
+_NO_PASSWORD_SET = re.compile(r"called without any password configured|no password is set", re.I)
 
 
 def describe_error(exc: BaseException, target: RedisTarget) -> str:
@@ -498,6 +506,17 @@ def describe_error(exc: BaseException, target: RedisTarget) -> str:
             f"{_squash(reason)} (see the README's ACL rules)"
         )
     if refused is not None:
+        text = _message(refused)
+        if _NEEDS_PASSWORD.search(text):
+            return (
+                f"REDIS_URL: {where}: Redis needs a password "
+                "(set it in REDIS_URL or REDIS_PASSWORD_FILE)"
+            )
+        if _NO_PASSWORD_SET.search(text):
+            return (
+                f"REDIS_URL: {where}: Redis has no password set, but one is given "
+                "(in REDIS_URL or REDIS_PASSWORD_FILE)"
+            )
         return f"REDIS_URL: {where} refused the user or password: {_one_line(refused)}"
     tls_error = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
     if tls_error is not None:

@@ -35,6 +35,8 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from connectome_sse.redaction import PLAIN_USER, SECRET_PARAMS, split_url
+
 Kind = Literal["tcp", "unix", "sentinel"]
 Address = tuple[str, int]
 
@@ -52,6 +54,9 @@ FORMS = "redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
 # Sentinel accepts any master name without spaces; we refuse only what cannot be a name.
 _MASTER_NAME = re.compile(r"^[^\s/\\,@?#]{1,200}$")
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]{0,30}$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+KNOWN_PARAMS = frozenset({"db", "password", "username"})
 
 
 class RedisUrlError(ValueError):
@@ -112,34 +117,43 @@ def parse_redis_url(
     tls_cert_file: str | Path | None = None,
     tls_key_file: str | Path | None = None,
     sentinel_password: str | None = None,
+    password: str | None = None,
 ) -> RedisTarget:
-    """``url`` (one of SPEC's forms) and the TLS/sentinel settings as a :class:`RedisTarget`.
+    """``url`` (one of the forms above) and the TLS/sentinel settings as a :class:`RedisTarget`.
 
-    Empty strings for the keyword settings mean "not set". A client certificate
-    needs its key and the reverse. Files are not opened here (see
+    Empty strings for the keyword settings mean "not set"; ``password`` (from
+    ``REDIS_PASSWORD_FILE``) replaces any password the URL holds. A client
+    certificate needs its key and the reverse. Files are not opened here (see
     ``connectome_sse.settings.RedisSettings`` for the start-up checks).
+
+    The user info is cut out first (it runs to the last ``@`` before the host, so
+    a password may hold ``/``, ``?``, ``#`` or ``@``), and no message ever quotes
+    a piece of the URL other than a scheme or a query parameter's name.
     """
-    url = url.strip()
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    parts = split_url(url.strip())
+    if parts is None:
         raise RedisUrlError(f"not a URL: use {FORMS}")
-    scheme = scheme.lower()
+    scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise RedisUrlError(f"unknown scheme {scheme!r}: use {FORMS}")
+        shown = f" {scheme!r}" if _SCHEME.match(scheme) else ""
+        raise RedisUrlError(f"unknown scheme{shown}: use {FORMS}")
     kind, tls = SCHEMES[scheme]
-    if "#" in rest:
+    user, url_password = _userinfo(parts.userinfo)
+    if "#" in parts.rest:
         raise RedisUrlError("a fragment (#...) has no meaning in a Redis URL")
-    rest, _, query_text = rest.partition("?")
+    rest, _, query_text = parts.rest.partition("?")
     query = _query(query_text)
     if kind == "unix":
-        fields = _parse_unix(rest, query)
+        fields = _parse_unix(parts.userinfo is not None, rest, query, user, url_password)
     else:
         if query:
             raise RedisUrlError(
-                f"unsupported query parameter {sorted(query)[0]!r} in a {scheme}:// URL "
+                f"{_unsupported(query)} in a {scheme}:// URL "
                 "(TLS files come from REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE)"
             )
-        fields = _parse_network(kind, rest)
+        fields = {**_parse_network(kind, rest), "username": user, "password": url_password}
+    if password:
+        fields["password"] = SecretStr(password)
     cert = _path_or_none(tls_cert_file)
     key = _path_or_none(tls_key_file)
     if (cert is None) != (key is None):
@@ -169,29 +183,42 @@ def _query(text: str) -> dict[str, str]:
     query: dict[str, str] = {}
     for name, value in pairs:
         if name in query:
-            raise RedisUrlError(f"query parameter {name!r} is given twice")
+            shown = f" {name!r}" if name in KNOWN_PARAMS else ""
+            raise RedisUrlError(f"query parameter{shown} is given twice")
         query[name] = value
     return query
 
 
-def _userinfo(netloc: str) -> tuple[str | None, SecretStr | None, str]:
-    """``user:password@rest`` -> (user, password, rest); percent-escapes decoded."""
-    if "@" not in netloc:
-        return None, None, netloc
-    userinfo, _, rest = netloc.rpartition("@")
+def _unsupported(query: dict[str, str]) -> str:
+    """``unsupported query parameter 'x'`` for the first unknown name; the name is left out
+    when the query holds a password, which may have run on past an ``&`` into what looks
+    like another parameter."""
+    name = min(set(query) - KNOWN_PARAMS or set(query))
+    if name in KNOWN_PARAMS or (_PARAM_NAME.match(name) and not set(query) & SECRET_PARAMS):
+        return f"unsupported query parameter {name!r}"
+    return "unsupported query parameter"
+
+
+def _userinfo(userinfo: str | None) -> tuple[str | None, SecretStr | None]:
+    """``user:password`` (raw) -> (user, password), percent-escapes decoded."""
+    if userinfo is None:
+        return None, None
     user_text, has_password, password_text = userinfo.partition(":")
+    if not PLAIN_USER.match(user_text):
+        # Most likely a password whose ":" is missing: never shown, as a user name would be.
+        raise RedisUrlError(
+            "the user info is not user:password (a user name holding / ? # @ must be "
+            "percent-encoded)"
+        )
     user = unquote(user_text) or None
     password = SecretStr(unquote(password_text)) if has_password and password_text else None
-    return user, password, rest
+    return user, password
 
 
 def _parse_db(text: str) -> int:
-    if not text.isdigit():
-        raise RedisUrlError(f"database {text!r} is not a number >= 0")
-    db = int(text)
-    if db > 1_000_000:
-        raise RedisUrlError(f"database {db} is out of range")
-    return db
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise RedisUrlError("the database is not a number in 0..1000000")
+    return int(text)
 
 
 def _parse_address(text: str, default_port: int) -> Address:
@@ -207,11 +234,11 @@ def _parse_address(text: str, default_port: int) -> Address:
     else:
         host, _, port_text = text.partition(":")
         if not _HOST.match(host):
-            raise RedisUrlError(f"host {host!r} is not a host name or address")
+            raise RedisUrlError("a host is not a host name or address")
     if port_text == "":
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise RedisUrlError(f"port {port_text!r} is not a number in 1..65535")
+        raise RedisUrlError("a port is not a number in 1..65535")
     return host, int(port_text)
 
 
@@ -221,8 +248,7 @@ def _format_address(address: Address) -> str:
 
 
 def _parse_network(kind: Kind, rest: str) -> dict[str, object]:
-    netloc, slash, path = rest.partition("/")
-    user, password, hosts = _userinfo(netloc)
+    hosts, slash, path = rest.partition("/")
     if kind == "tcp":
         if "," in hosts:
             raise RedisUrlError("several hosts need redis+sentinel://")
@@ -231,7 +257,7 @@ def _parse_network(kind: Kind, rest: str) -> dict[str, object]:
         if len(segments) > 1:
             raise RedisUrlError("the path is /<db> only")
         db = _parse_db(segments[0]) if segments and segments[0] else 0
-        return {"addresses": (address,), "db": db, "username": user, "password": password}
+        return {"addresses": (address,), "db": db}
     addresses = tuple(_parse_address(h, SENTINEL_PORT) for h in hosts.split(","))
     segments = path.split("/") if slash else []
     if not segments or not segments[0]:
@@ -240,28 +266,25 @@ def _parse_network(kind: Kind, rest: str) -> dict[str, object]:
         raise RedisUrlError("the path is /<master-name>[/<db>] only")
     master = unquote(segments[0])
     if not _MASTER_NAME.match(master):
-        raise RedisUrlError(f"master name {master!r} is not valid")
+        raise RedisUrlError("the master name is not valid (no spaces, / \\ , @ ? #)")
     db = _parse_db(segments[1]) if len(segments) == 2 and segments[1] else 0
-    return {
-        "addresses": addresses,
-        "master_name": master,
-        "db": db,
-        "username": user,
-        "password": password,
-    }
+    return {"addresses": addresses, "master_name": master, "db": db}
 
 
-def _parse_unix(rest: str, query: dict[str, str]) -> dict[str, object]:
-    # Only what precedes the socket path can be user info: a path may hold an "@".
-    slash = rest.find("/")
-    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-    user, password, leftover = _userinfo(netloc)
-    if leftover:
+def _parse_unix(
+    has_userinfo: bool,
+    path: str,
+    query: dict[str, str],
+    user: str | None,
+    password: SecretStr | None,
+) -> dict[str, object]:
+    if has_userinfo and not path.startswith("/"):
         raise RedisUrlError("a unix:// URL has no host: unix:///path/redis.sock")
-    unknown = set(query) - {"db", "password", "username"}
-    if unknown:
-        raise RedisUrlError(f"unsupported query parameter {sorted(unknown)[0]!r} in a unix:// URL")
+    if set(query) - KNOWN_PARAMS:
+        raise RedisUrlError(f"{_unsupported(query)} in a unix:// URL (only db, password, username)")
     if not path.startswith("/") or path == "/":
+        if path and not has_userinfo:
+            raise RedisUrlError("a unix:// URL has no host: unix:///path/redis.sock")
         raise RedisUrlError("a unix:// URL needs an absolute socket path: unix:///path/redis.sock")
     if "password" in query:
         if password is not None:

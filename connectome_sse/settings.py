@@ -7,14 +7,17 @@ mapping a test passes in. Command-line flags mirror the fields (``--port``,
 ``--ping-interval``) and win over the environment.
 
 A bad value raises :class:`SettingsError` whose message is one line naming
-the environment variable; entry points print it and exit 2. A variable that
+the environment variable (and the flag, when a flag gave it); entry points
+print it and exit 2. Secrets are never flags (a command line is readable by
+every user of the host): ``secret_fields`` get a flag only to refuse it, and
+``secret_files`` names the ``*_FILE`` setting that may hold each one. A variable that
 carries one of the model's prefixes (``owned_prefixes`` of the class and of
 its bases) but is not one of its settings (a typo such as ``SSE_PROT``) is an
 error too, rather than a silently ignored knob.
 
 Every process that talks to Redis derives its model from
-:class:`RedisSettings`: ``REDIS_URL`` in any of SPEC's forms, the TLS files
-and the sentinels' password, checked together at start, and
+:class:`RedisSettings`: ``REDIS_URL`` in any of its forms, the TLS files,
+``REDIS_PASSWORD_FILE`` and the sentinels' password, checked together at start, and
 :meth:`RedisSettings.redis_target` to hand to ``connectome_sse.redis_connect``.
 """
 
@@ -22,15 +25,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar, Self, TypeVar
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from connectome_sse.redaction import redact_url
+from connectome_sse.redaction import RedactingParser, redact_text
 from connectome_sse.redis_target import RedisTarget, RedisUrlError, parse_redis_url
+from connectome_sse.secret_files import read_secret_file, resolve_secret, url_holds_password
 
 S = TypeVar("S", bound="ProcessSettings")
 
@@ -42,10 +56,18 @@ class SettingsError(ValueError):
 class ProcessSettings(BaseSettings):
     """Base of every process's settings: frozen, read only from what ``load_settings`` passes."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: "nan" compares false with every bound, so a range alone
+    # would let it through (or call it out of range).
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
+    )
 
     # Environment prefixes this process owns; unknown names under them are typos.
     owned_prefixes: ClassVar[tuple[str, ...]] = ()
+    # Fields holding a secret: refused as a flag, never echoed (they are repr=False too).
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # Secret field -> the field naming a file that may hold the secret instead.
+    secret_files: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -63,6 +85,44 @@ class ProcessSettings(BaseSettings):
     def env_names(cls) -> dict[str, str]:
         """Environment variable name -> field name."""
         return {str(f.validation_alias or name): name for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        info = cls.model_fields.get(field)
+        return str(info.validation_alias or field) if info is not None else field
+
+    @classmethod
+    def setting_name(cls, field: str, flags: Collection[str] = ()) -> str:
+        """``SSE_PORT``, or ``--port (SSE_PORT)`` when a flag gave it."""
+        env = cls.env_name(field)
+        return f"{flag_of(field)} ({env})" if field in flags else env
+
+    @classmethod
+    def flag_refusal(cls, field: str, value: object) -> str | None:
+        """Why ``value`` may not come from ``field``'s flag, or None when it may."""
+        if field not in cls.secret_fields:
+            return None
+        env = cls.env_name(field)
+        source = cls.secret_files.get(field)
+        instead = f"{env} or {cls.env_name(source)}" if source else env
+        return (
+            f"{flag_of(field)}: a secret is never taken from a command line, which every "
+            f"user of this host can read: set {instead} in the environment"
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.secret_files:
+            return data
+        data = dict(data)
+        for secret, source in cls.secret_files.items():
+            value = data.pop(secret, None) or data.pop(cls.env_name(secret), None) or ""
+            path = data.get(source) or data.get(cls.env_name(source)) or ""
+            data[secret] = resolve_secret(
+                str(value), str(path), cls.env_name(secret), cls.env_name(source)
+            )
+        return data
 
     @classmethod
     def all_owned_prefixes(cls) -> tuple[str, ...]:
@@ -88,9 +148,12 @@ class RedisSettings(ProcessSettings):
     """
 
     owned_prefixes: ClassVar[tuple[str, ...]] = ("REDIS_TLS_",)
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"redis_sentinel_password"})
 
+    # Kept out of repr and never echoed in an error: it may hold a password.
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
+        repr=False,
         validation_alias="REDIS_URL",
         description="Redis: redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://",
     )
@@ -106,6 +169,11 @@ class RedisSettings(ProcessSettings):
         "",
         validation_alias="REDIS_TLS_KEY_FILE",
         description="key of the client certificate (rediss://)",
+    )
+    redis_password_file: str = Field(
+        "",
+        validation_alias="REDIS_PASSWORD_FILE",
+        description="file holding the Redis password (the master's); replaces one in REDIS_URL",
     )
     # A plain str kept out of repr (not SecretStr) so that it round-trips through
     # to_environ and reads "(empty)" as a default; the RedisTarget holds it as SecretStr.
@@ -148,16 +216,38 @@ class RedisSettings(ProcessSettings):
             )
         return value
 
+    # Read from REDIS_PASSWORD_FILE at start; not a field, so to_environ passes the path.
+    _redis_password: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.redis_password_file:
+            text = read_secret_file("REDIS_PASSWORD_FILE", self.redis_password_file)
+            self._redis_password = SecretStr(text)
+        return self
+
+    @classmethod
+    def flag_refusal(cls, field: str, value: object) -> str | None:
+        if field == "redis_url" and isinstance(value, str) and url_holds_password(value):
+            return (
+                "--redis-url: it holds a password, and a command line is readable by every "
+                "user of this host: set REDIS_URL in the environment, or put the password "
+                "in a file named by REDIS_PASSWORD_FILE"
+            )
+        return super().flag_refusal(field, value)
+
     def redis_target(self) -> RedisTarget:
-        """The parsed ``REDIS_URL`` with its TLS files and sentinel password attached."""
+        """The parsed ``REDIS_URL`` with its TLS files and passwords attached."""
         if self.redis_url is None:
             raise ValueError("REDIS_URL is not set")
+        password = self._redis_password
         return parse_redis_url(
             self.redis_url,
             tls_ca_file=self.redis_tls_ca_file,
             tls_cert_file=self.redis_tls_cert_file,
             tls_key_file=self.redis_tls_key_file,
             sentinel_password=self.redis_sentinel_password,
+            password=password.get_secret_value() if password is not None else None,
         )
 
 
@@ -174,40 +264,71 @@ def load_settings(
         if key.startswith(prefixes) and key not in names:
             raise SettingsError(f"{key}: unknown setting (known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {field: environ[env] for env, field in names.items() if env in environ}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for field, value in flags.items():
+        refusal = cls.flag_refusal(field, value)
+        if refusal is not None:
+            raise SettingsError(refusal)
+    values.update(flags)
     try:
         return cls(**values)
     except ValidationError as exc:
-        raise SettingsError(_one_line(cls, exc)) from None
+        raise SettingsError(_one_line(cls, exc, flags)) from None
 
 
-def _one_line(cls: type[ProcessSettings], exc: ValidationError) -> str:
-    fields = {name: str(f.validation_alias or name) for name, f in cls.model_fields.items()}
+def flag_of(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _one_line(cls: type[ProcessSettings], exc: ValidationError, flags: Collection[str]) -> str:
     parts = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        env = fields.get(field, field)
+        text = _plain(err)
+        if not err["loc"]:
+            # A check across fields: its message starts with the setting it is about.
+            for field in flags:
+                env = re.escape(cls.env_name(field))
+                text = re.sub(rf"\b{env}\b", cls.setting_name(field, flags), text)
+            parts.append(text)
+            continue
+        field = str(err["loc"][0])
         given = err.get("input")
-        # Inputs are echoed redacted: a REDIS_URL password must not reach a log, and
-        # a secret setting is never echoed at all.
+        # A field kept out of repr (a secret, a URL that may hold a password) is never
+        # echoed: not even redacted, since what cannot be parsed cannot be redacted.
         info = cls.model_fields.get(field)
-        secret = info is not None and info.repr is False
-        shown = f" (got {redact_url(given)!r})" if isinstance(given, str) and not secret else ""
-        parts.append(f"{env}: {err['msg']}{shown}")
+        echo = isinstance(given, str) and info is not None and info.repr is not False
+        shown = f" (got {redact_text(repr(given))})" if echo else ""
+        parts.append(f"{cls.setting_name(field, flags)}: {text}{shown}")
     return "; ".join(parts)
 
 
+def _plain(err: ErrorDetails) -> str:
+    """The error in our words: a validator's own message without pydantic's prefix."""
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return str(err["ctx"]["error"])
+    if err["type"] == "finite_number":
+        given = str(err.get("input", "")).strip().lower().lstrip("+-")
+        return "not a number" if given == "nan" else "must be a finite number"
+    return err["msg"]
+
+
 def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
-    """One ``--kebab-case`` flag per field, documented with its environment name and default."""
+    """One ``--kebab-case`` flag per field, documented with its environment name and default.
+
+    A secret's flag exists only to be refused in one line (an unknown flag would
+    make argparse quote it back, secret and all); it is left out of ``--help``.
+    """
     for name, field in cls.model_fields.items():
         env = str(field.validation_alias or name)
-        flag = "--" + name.replace("_", "-")
+        secret = name in cls.secret_fields
         parser.add_argument(
-            flag,
+            flag_of(name),
             dest=name,
             default=None,
             metavar=env,
-            help=f"{field.description or ''} [env {env}, default {field.default!r}]",
+            help=argparse.SUPPRESS
+            if secret
+            else f"{field.description or ''} [env {env}, default {field.default!r}]",
         )
 
 
@@ -219,9 +340,18 @@ def settings_from_args(
 
 
 def to_environ(settings: ProcessSettings) -> dict[str, str]:
-    """The settings as environment variables, for child processes that load them again."""
+    """The settings as environment variables, for child processes that load them again.
+
+    A secret read from its file is not written out: the child reads the file too.
+    """
     environ = {}
-    for name, field in type(settings).model_fields.items():
+    cls = type(settings)
+    from_files = {
+        secret for secret, source in cls.secret_files.items() if getattr(settings, source)
+    }
+    for name, field in cls.model_fields.items():
+        if name in from_files:
+            continue
         value = getattr(settings, name)
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         environ[str(field.validation_alias or name)] = text
@@ -238,7 +368,7 @@ def parse_csv(value: object) -> object:
 def build_parser(
     prog: str, description: str, cls: type[ProcessSettings]
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = RedactingParser(prog=prog, description=description)
     add_setting_flags(parser, cls)
     return parser
 

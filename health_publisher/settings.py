@@ -18,7 +18,8 @@ def default_consumer_name() -> str:
 
 
 class PublisherSettings(RedisSettings):
-    # REDIS_URL, REDIS_TLS_* and REDIS_SENTINEL_PASSWORD come from RedisSettings.
+    # REDIS_URL, REDIS_TLS_*, REDIS_PASSWORD_FILE and REDIS_SENTINEL_PASSWORD come from
+    # RedisSettings.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("HEALTH_", "PUBLISHER_")
 
     health_interval: float = Field(

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Sequence
 
 from connectome_sse.logs import setup_logging
-from connectome_sse.redaction import redact_url
 from connectome_sse.settings import settings_from_cli
 from sse_gateway.server import serve
 from sse_gateway.settings import GatewaySettings
@@ -27,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.host,
         settings.port,
         settings.workers,
-        redact_url(settings.redis_url),
+        settings.redis_target().display(),
     )
     serve(settings)
     return 0

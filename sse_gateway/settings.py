@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+import re
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Self
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from connectome_sse.contract import is_valid_event_name
 from connectome_sse.settings import RedisSettings, parse_csv
 
+# An Origin header as browsers send it: lower case, no path, no default port.
+_ORIGIN = re.compile(
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]+))?$"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why ``origin`` (an ``SSE_CORS_ORIGINS`` entry) can never equal an ``Origin`` header."""
+    if origin == "*":
+        return None
+    _, sep, rest = origin.partition("://")
+    if not sep or not rest:
+        return "has no scheme://host"
+    for mark, what in (("@", "user info"), ("?", "a query"), ("#", "a fragment")):
+        if mark in rest:
+            return f"has {what}"
+    if "/" in rest:
+        return "has a trailing slash" if rest.index("/") == len(rest) - 1 else "has a path"
+    match = _ORIGIN.match(origin)
+    if match is None:
+        return "is not scheme://host[:port] in lower case"
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        return "has a port outside 1..65535"
+    if port is not None and _DEFAULT_PORTS.get(match["scheme"]) == int(port):
+        return f"names the default port {port} (browsers leave it out)"
+    return None
+
 
 class GatewaySettings(RedisSettings):
-    # REDIS_URL, REDIS_TLS_* and REDIS_SENTINEL_PASSWORD come from RedisSettings.
+    # REDIS_URL, REDIS_TLS_*, REDIS_PASSWORD_FILE and REDIS_SENTINEL_PASSWORD come from
+    # RedisSettings.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("SSE_",)
+    secret_fields: ClassVar[frozenset[str]] = RedisSettings.secret_fields | {"auth_secret"}
+    secret_files: ClassVar[Mapping[str, str]] = {"auth_secret": "auth_secret_file"}
 
     host: str = Field("127.0.0.1", validation_alias="SSE_HOST", description="listen address")
     port: int = Field(8000, ge=0, le=65535, validation_alias="SSE_PORT", description="listen port")
@@ -75,12 +109,18 @@ class GatewaySettings(RedisSettings):
     )
     log_level: str = Field("info", validation_alias="SSE_LOG_LEVEL", description="log level")
     # Authentication (sse_gateway.auth). The secret is a plain str kept out of repr, as
-    # REDIS_SENTINEL_PASSWORD is: to_environ hands it to workers, errors never echo it.
+    # REDIS_SENTINEL_PASSWORD is: errors never echo it; read from SSE_AUTH_SECRET_FILE
+    # when that is set (to_environ then hands workers the path, not the secret).
     auth_secret: str = Field(
         "",
         repr=False,
         validation_alias="SSE_AUTH_SECRET",
         description="HMAC key of stream tokens, at least 32 bytes; empty: streams are open",
+    )
+    auth_secret_file: str = Field(
+        "",
+        validation_alias="SSE_AUTH_SECRET_FILE",
+        description="file holding SSE_AUTH_SECRET (one trailing newline is dropped)",
     )
     ticket_ttl: int = Field(
         30,
@@ -106,10 +146,10 @@ class GatewaySettings(RedisSettings):
     # Resume, latest-only types, publisher liveness (sse_gateway.history, .liveness).
     history: int = Field(
         256,
-        ge=0,
+        ge=100,
         le=100_000,
         validation_alias="SSE_HISTORY",
-        description="events kept per type for resuming with Last-Event-ID; 0: no resume",
+        description="events kept per type for resuming with Last-Event-ID (at least 100)",
     )
     latest_only: Annotated[list[str], NoDecode, BeforeValidator(parse_csv)] = Field(
         "connectome_health",  # as the environment would say it: parsed like one
@@ -137,12 +177,14 @@ class GatewaySettings(RedisSettings):
         """Open sockets per process: streams, plus room for probes, metrics and refusals."""
         return self.limit_concurrency or self.max_connections + 1024
 
-    @field_validator("auth_secret")
-    @classmethod
-    def _secret_length(cls, value: str) -> str:
-        if value and len(value.encode()) < 32:
-            raise ValueError("must be at least 32 bytes (or empty: authentication off)")
-        return value
+    @model_validator(mode="after")
+    def _secret_length(self) -> Self:
+        if self.auth_secret and len(self.auth_secret.encode()) < 32:
+            where = "SSE_AUTH_SECRET_FILE" if self.auth_secret_file else "SSE_AUTH_SECRET"
+            raise ValueError(
+                f"{where}: the secret must be at least 32 bytes (or empty: authentication off)"
+            )
+        return self
 
     @field_validator("latest_only")
     @classmethod
@@ -156,8 +198,14 @@ class GatewaySettings(RedisSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if origin != "*" and "://" not in origin:
-                raise ValueError(f"{origin!r} is not an origin like https://example.org")
+            problem = origin_problem(origin)
+            if problem is not None:
+                # Not quoted when it has user info: that may be a password.
+                shown = "an entry" if "@" in origin else repr(origin)
+                raise ValueError(
+                    f"{shown} {problem}: an origin is scheme://host[:port] as a browser "
+                    "sends it, so it could never match"
+                )
         return value
 
     @field_validator("log_level")

@@ -34,7 +34,12 @@ class Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Both processes' settings as they will load them; a bad value raises SettingsError."""
-        env = {**(os.environ if environ is None else environ), "REDIS_URL": "redis://127.0.0.1/0"}
+        env = {
+            **(os.environ if environ is None else environ),
+            # The topology's own Redis, which has no password.
+            "REDIS_URL": "redis://127.0.0.1/0",
+            "REDIS_PASSWORD_FILE": "",
+        }
         return cls(load_settings(GatewaySettings, env), load_settings(PublisherSettings, env))
 
     @property

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis-url",
         default=None,
         metavar="REDIS_URL",
-        help=f"Redis to write to [env REDIS_URL, default {DEFAULT_REDIS_URL!r}]",
+        help="Redis to write to, without a password (that comes from REDIS_URL in the "
+        f"environment or REDIS_PASSWORD_FILE) [env REDIS_URL, default {DEFAULT_REDIS_URL!r}]",
     )
     parser.add_argument(
         "--speed",

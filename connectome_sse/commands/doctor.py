@@ -17,6 +17,7 @@ from connectome_sse import client_options
 from connectome_sse.doctor.checks import failed, run_checks
 from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, observe, probe_url
 from connectome_sse.doctor.report import json_report, text_report
+from connectome_sse.gateway_url import GatewayUrlError, split_gateway_url
 
 HELP = "check an SSE endpoint through every proxy in between; exit 1 when a check fails"
 DEFAULT_IDLE_S = 75.0
@@ -51,8 +52,11 @@ def _seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     try:
         url = probe_url(args.url)
-        options = Options(idle=args.idle, client=client_options.from_args(args))
-    except (UsageError, client_options.UsageError) as exc:
+        _, basic_auth = split_gateway_url(args.url)
+        options = Options(
+            idle=args.idle, client=client_options.from_args(args), basic_auth=basic_auth
+        )
+    except (UsageError, GatewayUrlError, client_options.UsageError) as exc:
         print(f"connectome-sse doctor: {exc}", file=sys.stderr)
         return 2
     if not args.json:

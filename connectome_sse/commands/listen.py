@@ -19,12 +19,13 @@ import signal
 import sys
 import time
 from types import FrameType
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 import httpx
 
 from connectome_sse import client_options
 from connectome_sse.contract import STREAM_PATH, is_valid_event_name
+from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError
 
@@ -82,10 +83,12 @@ def _positive_int(text: str) -> int:
 
 
 def stream_url(url: str, events: str | None) -> str:
-    """``url`` pointing at ``/api/sse`` (a bare gateway URL gets the path), with ``?events=``."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r} is not an http:// or https:// URL")
+    """``url`` pointing at ``/api/sse`` (a bare gateway URL gets the path), with ``?events=``;
+    without its user info (see :func:`credentials`)."""
+    try:
+        parts, _ = split_gateway_url(url)
+    except GatewayUrlError as exc:
+        raise UsageError(str(exc)) from None
     path = parts.path if parts.path not in ("", "/") else STREAM_PATH
     query = parse_qsl(parts.query, keep_blank_values=True)
     if events is not None:
@@ -95,6 +98,14 @@ def stream_url(url: str, events: str | None) -> str:
             raise UsageError(f"--events: invalid event name {(bad or [events])[0]!r}")
         query = [(k, v) for k, v in query if k != "events"] + [("events", ",".join(names))]
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query, safe=","), ""))
+
+
+def credentials(url: str) -> BasicCredentials | None:
+    """The user info of ``url`` (a proxy's Basic auth), sent as httpx's ``auth``."""
+    try:
+        return split_gateway_url(url)[1]
+    except GatewayUrlError:
+        return None
 
 
 def _use_colour(choice: str) -> bool:
@@ -135,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
     timeout = httpx.Timeout(10.0, read=args.idle_timeout)
     seen = 0
     with httpx.Client(
-        timeout=timeout, headers=options.headers(), verify=options.verify()
+        timeout=timeout,
+        headers=options.headers(),
+        verify=options.verify(),
+        auth=credentials(args.url),
     ) as client:
         reader = EventSourceReader(url, client, on_status=_note)
         reader.last_event_id = args.last_event_id.strip()

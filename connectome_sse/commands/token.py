@@ -1,12 +1,12 @@
 """`connectome-sse token`: print a stream token signed with ``SSE_AUTH_SECRET``.
 
-The secret comes from the environment only, never from a flag: a command
-line is visible to every user of the machine (``ps``) and lands in shell
-history. The token goes to stdout alone, so ``TOKEN=$(connectome-sse token)``
-works; anything else goes to stderr. For ``curl -H "Authorization: Bearer
-$TOKEN"``, ``connectome-sse listen --token "$TOKEN"``, or an ``sse_token``
-cookie while trying things out; applications mint their own (README,
-"Authentication").
+The secret comes from the environment (or the file ``SSE_AUTH_SECRET_FILE``
+names), never from a flag: a command line is visible to every user of the
+machine (``ps``) and lands in shell history. The token goes to stdout alone,
+so ``TOKEN=$(connectome-sse token)`` works; anything else goes to stderr. For
+``curl -H "Authorization: Bearer $TOKEN"``, ``connectome-sse listen --token
+"$TOKEN"``, or an ``sse_token`` cookie while trying things out; applications
+mint their own (README, "Authentication").
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import sys
 
 from connectome_sse.contract import is_valid_event_name
+from connectome_sse.secret_files import SecretFileError, secret_from_environ
 from sse_gateway.auth import MIN_SECRET_BYTES, TokenVerifier
 
 HELP = "print a stream token signed with SSE_AUTH_SECRET (--events a,b, --ttl SECONDS, --sub NAME)"
@@ -63,14 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    secret = os.environ.get(SECRET_ENV, "")
+    try:
+        secret = secret_from_environ(os.environ, SECRET_ENV)
+    except SecretFileError as exc:
+        print(f"connectome-sse token: {exc}", file=sys.stderr)
+        return 2
     if not secret:
-        print(f"connectome-sse token: {SECRET_ENV} is not set", file=sys.stderr)
+        print(
+            f"connectome-sse token: {SECRET_ENV} (or {SECRET_ENV}_FILE) is not set",
+            file=sys.stderr,
+        )
         return 2
     key = secret.encode()
     if len(key) < MIN_SECRET_BYTES:
+        where = f"{SECRET_ENV}_FILE" if os.environ.get(f"{SECRET_ENV}_FILE") else SECRET_ENV
         print(
-            f"connectome-sse token: {SECRET_ENV}: must be at least {MIN_SECRET_BYTES} bytes",
+            f"connectome-sse token: {where}: must be at least {MIN_SECRET_BYTES} bytes",
             file=sys.stderr,
         )
         return 2

@@ -38,6 +38,7 @@ from connectome_sse.settings import (
     SettingsError,
     add_setting_flags,
     settings_from_args,
+    to_environ,
 )
 from connectome_sse.stack.banner import StackView, render
 from connectome_sse.stack.children import Child
@@ -54,8 +55,9 @@ DEMO_HEALTH_WINDOW = "15"
 class UpSettings(RedisSettings):
     """What ``up`` reads itself; every other setting passes through to the children.
 
-    The TLS files and sentinel password are checked here and reach the children
-    through the environment they inherit.
+    The Redis settings (TLS files, ``REDIS_PASSWORD_FILE``, the sentinels'
+    password) are checked here and reach the children through their environment,
+    flags given to ``up`` included: never through a child's command line.
     """
 
     owned_prefixes: ClassVar[tuple[str, ...]] = ()
@@ -63,6 +65,7 @@ class UpSettings(RedisSettings):
     # Optional here alone: without it ``up`` starts its own Redis.
     redis_url: str | None = Field(  # type: ignore[assignment]
         None,
+        repr=False,  # may hold a password: never echoed
         validation_alias="REDIS_URL",
         description="use this Redis instead of starting one",
     )
@@ -210,6 +213,7 @@ def _run(
 ) -> int:
     port = _claim_port(settings.host, settings.port)
     redis_cli: list[str]
+    redis_env = {k: v for k, v in to_environ(settings).items() if k.startswith("REDIS_")}
     if settings.redis_url:
         target = settings.redis_target()
         master = _check_redis(target)
@@ -228,8 +232,11 @@ def _run(
         local.start_and_wait(cancelled=supervisor.stop_requested.is_set)
         redis_url, redis_text = local.url, local.description
         redis_cli = ["redis-cli", "-p", str(local.port)]
+        if settings.redis_password_file:
+            _say("ignoring REDIS_PASSWORD_FILE: the Redis up starts has no password")
+        redis_env["REDIS_PASSWORD_FILE"] = ""
 
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **redis_env, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     gateway_argv = [_console_script("sse-gateway"), "--host", settings.host, "--port", str(port)]
     gateway_argv += ["--workers", str(settings.workers)]
     gateway = Child(
@@ -272,8 +279,8 @@ def _run(
         redis_cli=redis_cli,
         processes=[names.get(c.name, f"{c.name} (pid {c.pid})") for c in children],
         log_dir=str(workdir) + ("" if args.log_dir else " (removed when up stops)"),
-        # The gateway inherits SSE_AUTH_SECRET; ready means it accepted the secret.
-        auth=bool(env.get("SSE_AUTH_SECRET")),
+        # The gateway inherits SSE_AUTH_SECRET(_FILE); ready means it accepted the secret.
+        auth=bool(env.get("SSE_AUTH_SECRET") or env.get("SSE_AUTH_SECRET_FILE")),
     )
     print(render(view), flush=True)
 

@@ -38,6 +38,7 @@ import httpx
 
 from connectome_sse.client_options import ClientOptions
 from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
+from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.sse_client import (
     EventStreamParser,
     LineSplitter,
@@ -69,10 +70,12 @@ class UsageError(ValueError):
 
 
 def probe_url(url: str) -> str:
-    """``url`` aimed at ``/api/sse?probe=1`` (a bare host gets the path; its query is kept)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r} is not an http:// or https:// URL")
+    """``url`` aimed at ``/api/sse?probe=1`` (a bare host gets the path; its query is kept),
+    without its user info (``split_gateway_url`` gives that as credentials)."""
+    try:
+        parts, _ = split_gateway_url(url)
+    except GatewayUrlError as exc:
+        raise UsageError(str(exc)) from None
     path = parts.path if parts.path not in ("", "/") else STREAM_PATH
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "probe"]
     query.append(("probe", "1"))
@@ -83,6 +86,8 @@ def probe_url(url: str) -> str:
 class Options:
     idle: float = 75.0
     client: ClientOptions = field(default_factory=ClientOptions)
+    # A proxy's Basic auth, from the URL's user info; kept out of repr.
+    basic_auth: BasicCredentials | None = field(default=None, repr=False)
 
     def request_headers(self) -> dict[str, str]:
         return {
@@ -204,10 +209,12 @@ async def _record(url: str, options: Options, idle: float, accept_encoding: str)
     observation = Observation(url=url, idle=idle, accept_encoding=accept_encoding)
     verify = options.client.verify()
     try:
-        client = httpx.AsyncClient(http2=True, verify=verify, timeout=_timeout())
+        client = httpx.AsyncClient(
+            http2=True, verify=verify, timeout=_timeout(), auth=options.basic_auth
+        )
     except ImportError:  # the optional h2 package is missing: HTTP/1.1 only
         observation.http2_available = False
-        client = httpx.AsyncClient(verify=verify, timeout=_timeout())
+        client = httpx.AsyncClient(verify=verify, timeout=_timeout(), auth=options.basic_auth)
     started = now()
     sent: list[float] = []
     # Until the request is sent, connecting is what is timed; from then on the head

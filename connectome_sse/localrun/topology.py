@@ -89,7 +89,8 @@ class Topology:
 
     def _wiring_env(self) -> dict[str, str]:
         """Settings besides REDIS_URL that the processes need to reach this Redis."""
-        return {}
+        # The topology's Redis has no password: a user's REDIS_PASSWORD_FILE is not its.
+        return {"REDIS_PASSWORD_FILE": ""}
 
     def _gateway(self, index: int, port: int) -> GatewayProcess:
         return GatewayProcess(
@@ -248,7 +249,7 @@ class SentinelTopology(Topology):
 
     def _wiring_env(self) -> dict[str, str]:
         # The topology's sentinels have no password of their own: a user's value is not theirs.
-        return {"REDIS_SENTINEL_PASSWORD": ""}
+        return {**super()._wiring_env(), "REDIS_SENTINEL_PASSWORD": ""}
 
     def _start_redis(self) -> None:
         self.cluster.start()

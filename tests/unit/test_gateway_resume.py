@@ -22,7 +22,7 @@ async def source() -> MemorySource:
 
 @pytest.fixture
 async def app(source: MemorySource) -> AsyncIterator[GatewayApp]:
-    env = {"SSE_PING_INTERVAL": "0.1", "SSE_HEALTH_STALE_AFTER": "0.5", "SSE_HISTORY": "5"}
+    env = {"SSE_PING_INTERVAL": "0.1", "SSE_HEALTH_STALE_AFTER": "0.5", "SSE_HISTORY": "100"}
     app = create_app(load_settings(GatewaySettings, env), source=source)
     async with lifespan(app):
         yield app
@@ -199,7 +199,7 @@ async def lagging() -> LaggingSource:
 
 @pytest.fixture
 async def lagging_app(lagging: LaggingSource) -> AsyncIterator[GatewayApp]:
-    env = {"SSE_PING_INTERVAL": "5", "SSE_HISTORY": "50"}
+    env = {"SSE_PING_INTERVAL": "5", "SSE_HISTORY": "100"}
     app = create_app(load_settings(GatewaySettings, env), source=lagging)
     async with lifespan(app):
         yield app

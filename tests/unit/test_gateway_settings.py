@@ -114,3 +114,55 @@ def test_bad_connection_limits_name_the_setting(env: dict[str, str], named: str)
     with pytest.raises(SettingsError) as caught:
         load_settings(GatewaySettings, env)
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["0", "1", "99"])
+def test_a_history_below_100_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(GatewaySettings, {"SSE_HISTORY": value})
+    assert str(caught.value).startswith("SSE_HISTORY: ") and "100" in str(caught.value)
+
+
+def test_a_history_of_100_is_the_least_accepted() -> None:
+    assert load_settings(GatewaySettings, {"SSE_HISTORY": "100"}).history == 100
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://a.example/",
+        "https://a.example/app",
+        "https://a.example?x=1",
+        "https://a.example#top",
+        "https://user:Zq7Vx9@a.example",
+        "https://",
+        "https://a.example:99999",
+        "https://a.example:https",
+        "https://A.Example",
+        "https://a.example:443",
+        "http://a.example:80",
+        "a.example",
+    ],
+)
+def test_an_origin_that_can_never_match_is_refused(origin: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(GatewaySettings, {"SSE_CORS_ORIGINS": f"https://ok.example, {origin}"})
+    message = str(caught.value)
+    assert message.startswith("SSE_CORS_ORIGINS: ") and "\n" not in message
+    assert "Zq7Vx9" not in message
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("*", ["*"]),
+        ("https://a.example", ["https://a.example"]),
+        (
+            "http://127.0.0.1:8080, https://[::1]:8443",
+            ["http://127.0.0.1:8080", "https://[::1]:8443"],
+        ),
+        ("chrome-extension://abcdef", ["chrome-extension://abcdef"]),
+    ],
+)
+def test_origins_as_browsers_send_them_are_kept(given: str, kept: list[str]) -> None:
+    assert load_settings(GatewaySettings, {"SSE_CORS_ORIGINS": given}).cors_origins == kept
