@@ -241,7 +241,7 @@ def _auth() -> tuple[str, tuple[tuple[str, str], ...]]:
     mint one: an hour's life, narrowed to the measured event type (the claim is checked)."""
     import secrets
 
-    from sse_gateway.auth import TokenVerifier
+    from connectome_core.tokens import TokenVerifier
 
     secret = secrets.token_urlsafe(48)
     token = TokenVerifier(secret.encode()).mint(

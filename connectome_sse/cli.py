@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from connectome_sse.redaction import RedactingParser
+from connectome_core.redaction import RedactingParser
 
 # subcommand -> module under connectome_sse.commands
 COMMANDS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from connectome_sse.redaction import redact_url, split_url
+from connectome_core.redaction import redact_url, split_url
 
 BasicCredentials = tuple[str, str]
 

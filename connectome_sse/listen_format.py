@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from connectome_sse.contract import (
+from connectome_core.contract import (
     HEALTH_EVENT,
     HEALTH_STALE_EVENT,
     PING_EVENT,

@@ -6,7 +6,7 @@ Importable on its own by a Python engine that wants health in process::
     agg.record_tick(tick=12, speed="x1", playthrough_id="p1", place_id="atrium")
     agg.record_sink_size(7)
     agg.record_counter("query_write_attempts")
-    payload = agg.payload()          # a connectome_sse.payload.HealthPayload
+    payload = agg.payload()          # a connectome_core.payload.HealthPayload
 
 Every ``record_*`` method validates its arguments through the same signal
 models the stream reader uses (a bad value raises ``BadSignal`` and changes
@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from connectome_sse.payload import (
+from connectome_core.payload import (
     SCHEMA_VERSION,
     Attention,
     Counters,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectome_sse.payload import Counters
+from connectome_core.payload import Counters
 
 ID_PATTERN = r"^\d+-\d+$"
 

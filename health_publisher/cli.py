@@ -8,9 +8,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from connectome_sse.logs import setup_logging
-from connectome_sse.redis_connect import startup_problem
-from connectome_sse.settings import settings_from_cli
+from connectome_core.logs import setup_logging
+from connectome_core.redis_connect import startup_problem
+from connectome_core.settings import settings_from_cli
 from health_publisher.service import HealthPublisher, PublisherMisconfigured
 from health_publisher.settings import PublisherSettings
 

@@ -16,7 +16,7 @@ Any number of publishers run; the one whose token is in the key publishes.
   last gap the local deadline cannot: a process paused (GC, SIGSTOP, a slow
   VM) between its check and its write. Whatever the pause, a publisher that
   lost the lease cannot write, so there are never two leaders on the channel.
-  (``connectome_sse.publishing.publish_event`` is the same SET + PUBLISH in a
+  (``connectome_core.publishing.publish_event`` is the same SET + PUBLISH in a
   MULTI, but a MULTI cannot be made conditional on a value, hence the script.)
 - **Checkpoint**: the same script stores ``connectome:publisher:checkpoint``
   (the last applied stream id and the counters of that payload), so a new
@@ -38,7 +38,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import LEADER_KEY, channel_for, snapshot_key
+from connectome_core.contract import LEADER_KEY, channel_for, snapshot_key
 
 # The publisher's own key (not part of the wire contract): the stream id and counters of the
 # last payload published, written in the same script as the payload so the two always agree.

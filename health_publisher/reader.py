@@ -34,7 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from connectome_sse.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
+from connectome_core.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
 from health_publisher import fenced_lua
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]

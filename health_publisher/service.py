@@ -56,10 +56,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from connectome_sse.backoff import Backoff
-from connectome_sse.contract import HEALTH_EVENT
-from connectome_sse.logs import RateLimitedLog
-from connectome_sse.redis_connect import (
+from connectome_core.backoff import Backoff
+from connectome_core.contract import HEALTH_EVENT
+from connectome_core.logs import RateLimitedLog
+from connectome_core.redis_connect import (
     async_client,
     describe_error,
     is_configuration_error,

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from connectome_sse.settings import RedisSettings
+from connectome_core.settings import RedisSettings
 
 
 def default_consumer_name() -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from connectome_sse.payload import InterruptReason, Speed, TopEdge
+from connectome_core.payload import InterruptReason, Speed, TopEdge
 
 # An engine may report any number of edges; the payload keeps the strongest few.
 MAX_TOP_EDGES_IN = 100

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectome_sse.payload import State, Status
+from connectome_core.payload import State, Status
 
 SCORES: dict[State, float] = {"OK": 1.0, "WARN": 0.7, "ERROR": 0.0}
 

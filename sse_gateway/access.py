@@ -33,13 +33,12 @@ from redis.backoff import NoBackoff
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from connectome_sse.logs import RateLimitedLog
-from connectome_sse.redis_connect import async_client
+from connectome_core.logs import RateLimitedLog
+from connectome_core.redis_connect import async_client
+from connectome_core.tokens import Grant, TokenVerifier
 from sse_gateway.auth import (
     Authenticator,
     AuthError,
-    Grant,
-    TokenVerifier,
     authorize_events,
     redacted_query,
 )

@@ -20,10 +20,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connectome_sse.contract import STREAM_PATH
-from connectome_sse.logs import setup_logging
-from connectome_sse.redis_connect import startup_problem_sync
-from connectome_sse.settings import load_settings
+from connectome_core.contract import STREAM_PATH
+from connectome_core.logs import setup_logging
+from connectome_core.redis_connect import startup_problem_sync
+from connectome_core.settings import load_settings
 from sse_gateway.access import TICKET_PATH
 from sse_gateway.gateway import Gateway
 from sse_gateway.metrics import GatewayMetrics

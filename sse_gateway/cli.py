@@ -6,8 +6,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from connectome_sse.logs import setup_logging
-from connectome_sse.settings import settings_from_cli
+from connectome_core.logs import setup_logging
+from connectome_core.settings import settings_from_cli
 from sse_gateway.server import serve
 from sse_gateway.settings import GatewaySettings
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from connectome_sse.contract import is_valid_event_name
+from connectome_core.contract import is_valid_event_name
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 

@@ -42,8 +42,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from connectome_sse.contract import STREAM_PATH
-from connectome_sse.logs import RateLimitedLog
+from connectome_core.contract import STREAM_PATH
+from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame
 
 MAX_HEADER_BYTES = 16 * 1024

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Protocol
 
-from connectome_sse.logs import RateLimitedLog
+from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame
 
 log = RateLimitedLog(logging.getLogger("sse_gateway.hub"))

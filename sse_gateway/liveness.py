@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 
-from connectome_sse.contract import HEALTH_STALE_EVENT
+from connectome_core.contract import HEALTH_STALE_EVENT
 from sse_gateway.framing import Frame, encode_json_event
 
 

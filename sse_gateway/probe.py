@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from connectome_sse.contract import PROBE_EVENT
+from connectome_core.contract import PROBE_EVENT
 from sse_gateway.framing import Frame, encode_json_event
 from sse_gateway.hub import Subscriber
 

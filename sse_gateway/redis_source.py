@@ -69,10 +69,10 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, NoPermissionError, RedisError, TimeoutError
 
-from connectome_sse.backoff import Backoff
-from connectome_sse.contract import CHANNEL_PATTERN, SNAPSHOT_PREFIX, is_valid_event_name
-from connectome_sse.logs import RateLimitedLog
-from connectome_sse.redis_connect import (
+from connectome_core.backoff import Backoff
+from connectome_core.contract import CHANNEL_PATTERN, SNAPSHOT_PREFIX, is_valid_event_name
+from connectome_core.logs import RateLimitedLog
+from connectome_core.redis_connect import (
     MasterLocator,
     RedisUnavailable,
     async_client,
@@ -80,7 +80,7 @@ from connectome_sse.redis_connect import (
     is_configuration_error,
     short_error,
 )
-from connectome_sse.redis_target import Address, RedisTarget, parse_redis_url
+from connectome_core.redis_target import Address, RedisTarget, parse_redis_url
 from sse_gateway.source import SourceListener, SourceUnavailable
 
 log = logging.getLogger("sse_gateway.redis")

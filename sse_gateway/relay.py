@@ -45,8 +45,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from connectome_sse.backoff import Backoff
-from connectome_sse.contract import (
+from connectome_core.backoff import Backoff
+from connectome_core.contract import (
     HEALTH_EVENT,
     PING_EVENT,
     RESERVED_EVENTS,
@@ -54,7 +54,7 @@ from connectome_sse.contract import (
     event_from_channel,
     snapshot_key,
 )
-from connectome_sse.logs import RateLimitedLog
+from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.history import History, event_id
 from sse_gateway.hub import Hub, Subscriber

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from connectome_sse.contract import RESERVED_EVENTS, is_valid_event_name
-from connectome_sse.logs import RateLimitedLog
+from connectome_core.contract import RESERVED_EVENTS, is_valid_event_name
+from connectome_core.logs import RateLimitedLog
 from sse_gateway import stream_lines
 from sse_gateway.access import Access, Refusal
 from sse_gateway.framing import Frame

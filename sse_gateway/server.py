@@ -24,7 +24,7 @@ from typing import cast
 
 import uvicorn
 
-from connectome_sse.settings import to_environ
+from connectome_core.settings import to_environ
 from sse_gateway.http_protocol import ConnectionLimits, GatewayHttpProtocol
 from sse_gateway.metrics import MULTIPROC_ENV
 from sse_gateway.settings import GatewaySettings

@@ -9,8 +9,8 @@ from typing import Annotated, ClassVar, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from connectome_sse.contract import is_valid_event_name
-from connectome_sse.settings import RedisSettings, parse_csv
+from connectome_core.contract import is_valid_event_name
+from connectome_core.settings import RedisSettings, parse_csv
 
 # An Origin header as browsers send it: lower case, no path, no default port.
 _ORIGIN = re.compile(

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from connectome_sse.contract import event_from_channel
+from connectome_core.contract import event_from_channel
 
 
 class SourceUnavailable(Exception):

@@ -31,8 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from connectome_sse.logs import RateLimitedLog
-from sse_gateway.auth import Grant
+from connectome_core.logs import RateLimitedLog
+from connectome_core.tokens import Grant
 
 log = logging.getLogger("sse_gateway.auth")
 

@@ -26,11 +26,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from connectome_sse.contract import HEALTH_EVENT, channel_for
+from connectome_core.contract import HEALTH_EVENT, channel_for
+from connectome_core.redis_connect import async_client
+from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.browser import health_ts
 from connectome_sse.localrun.seq_publisher import RedisEvents, SeqPublisher
-from connectome_sse.redis_connect import async_client
-from connectome_sse.redis_target import parse_redis_url
 
 SEQ_EVENT = "chaos_seq"
 # A publish that hangs (a frozen Redis) is given up after this, its outcome unknown.

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from connectome_core.tokens import TokenVerifier
 from connectome_sse.chaos.feed import SEQ_EVENT, HealthWatch, SeqFeed
 from connectome_sse.chaos.figures import Figures, Window, measure
 from connectome_sse.chaos.rss import rss_mib
@@ -31,7 +32,6 @@ from connectome_sse.chaos.scenarios import (
 from connectome_sse.chaos.topology import Settings
 from connectome_sse.localrun.browser import BrowserClient, ClientFleet
 from connectome_sse.localrun.topology import Topology
-from sse_gateway.auth import TokenVerifier
 
 READY_S = 60.0  # every client connected, with health and a numbered event
 # After the last client has fresh health: watch this long for later gaps and stale health.

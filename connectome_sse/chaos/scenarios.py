@@ -25,9 +25,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from connectome_core.contract import channel_for
 from connectome_sse.chaos.feed import HealthWatch, SeqFeed, redis_client
 from connectome_sse.chaos.topology import Settings
-from connectome_sse.contract import channel_for
 from connectome_sse.localrun.browser import BrowserClient
 from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS
 from connectome_sse.localrun.topology import SentinelTopology, Topology

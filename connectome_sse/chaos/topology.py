@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectome_core.settings import load_settings
 from connectome_sse.localrun.topology import SentinelTopology, Topology
-from connectome_sse.settings import load_settings
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 

@@ -21,13 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+from connectome_core.settings import SettingsError
 from connectome_sse.chaos.report import table, write_json
 from connectome_sse.chaos.runner import Row, Runner
 from connectome_sse.chaos.scenarios import SCENARIOS, STORM_CLIENTS, Scenario
 from connectome_sse.chaos.topology import Settings, chaos_topology
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
 from connectome_sse.localrun.topology import Topology
-from connectome_sse.settings import SettingsError
 
 HELP = "run fault scenarios against a local topology of real processes; exit 1 when one fails"
 

@@ -14,12 +14,12 @@ import random
 import signal
 import sys
 
+from connectome_core.logs import setup_logging
+from connectome_core.redis_connect import startup_problem
+from connectome_core.redis_target import RedisTarget
+from connectome_core.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsError, load_settings
 from connectome_sse.demo.engine import run_engine
 from connectome_sse.demo.scenario import TICKS_PER_SECOND, DemoConfig, DemoScenario
-from connectome_sse.logs import setup_logging
-from connectome_sse.redis_connect import startup_problem
-from connectome_sse.redis_target import RedisTarget
-from connectome_sse.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsError, load_settings
 
 HELP = "a simulated connectome engine: writes realistic signals into connectome:signals"
 

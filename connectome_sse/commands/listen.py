@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 import httpx
 
+from connectome_core.contract import STREAM_PATH, is_valid_event_name
 from connectome_sse import client_options
-from connectome_sse.contract import STREAM_PATH, is_valid_event_name
 from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError

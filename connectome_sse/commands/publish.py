@@ -20,13 +20,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from connectome_core.contract import HEALTH_EVENT, is_valid_event_name
+from connectome_core.payload import parse_health_payload
+from connectome_core.publishing import publish_event
+from connectome_core.redis_connect import async_client, explain_error
+from connectome_core.redis_target import RedisTarget
+from connectome_core.settings import SettingsError, add_setting_flags, settings_from_args
 from connectome_sse.cli_redis import CliRedisSettings
-from connectome_sse.contract import HEALTH_EVENT, is_valid_event_name
-from connectome_sse.payload import parse_health_payload
-from connectome_sse.publishing import publish_event
-from connectome_sse.redis_connect import async_client, explain_error
-from connectome_sse.redis_target import RedisTarget
-from connectome_sse.settings import SettingsError, add_setting_flags, settings_from_args
 
 HELP = "publish one event: SET sse:last:EVENT and PUBLISH sse:EVENT in one MULTI"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from connectome_sse.payload import health_json_schema
+from connectome_core.payload import health_json_schema
 
 HELP = "print the JSON Schema of the connectome_health payload (schema version 1)"
 

@@ -15,9 +15,9 @@ import argparse
 import os
 import sys
 
-from connectome_sse.contract import is_valid_event_name
-from connectome_sse.secret_files import SecretFileError, secret_from_environ
-from sse_gateway.auth import MIN_SECRET_BYTES, TokenVerifier
+from connectome_core.contract import is_valid_event_name
+from connectome_core.secret_files import SecretFileError, secret_from_environ
+from connectome_core.tokens import MIN_SECRET_BYTES, TokenVerifier
 
 HELP = "print a stream token signed with SSE_AUTH_SECRET (--events a,b, --ttl SECONDS, --sub NAME)"
 

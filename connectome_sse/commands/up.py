@@ -31,9 +31,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from connectome_sse.redis_connect import SentinelSyncRedis, explain_error_sync, sync_client
-from connectome_sse.redis_target import RedisTarget
-from connectome_sse.settings import (
+from connectome_core.redis_connect import SentinelSyncRedis, explain_error_sync, sync_client
+from connectome_core.redis_target import RedisTarget
+from connectome_core.settings import (
     RedisSettings,
     SettingsError,
     add_setting_flags,

@@ -21,11 +21,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from connectome_sse.backoff import Backoff
-from connectome_sse.contract import SIGNALS_STREAM
+from connectome_core.backoff import Backoff
+from connectome_core.contract import SIGNALS_STREAM
+from connectome_core.redis_connect import async_client, describe_error
+from connectome_core.redis_target import RedisTarget
 from connectome_sse.demo.scenario import DemoScenario, Entry
-from connectome_sse.redis_connect import async_client, describe_error
-from connectome_sse.redis_target import RedisTarget
 
 log = logging.getLogger("connectome_sse.demo")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from connectome_sse.contract import PROBE_EVENT
+from connectome_core.contract import PROBE_EVENT
 from connectome_sse.doctor.observe import PROBE_SPAN, Observation
 from connectome_sse.sse_client import size_text
 

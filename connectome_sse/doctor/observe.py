@@ -36,8 +36,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectome_core.contract import PROBE_EVENT, STREAM_PATH
 from connectome_sse.client_options import ClientOptions
-from connectome_sse.contract import PROBE_EVENT, STREAM_PATH
 from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.sse_client import (
     EventStreamParser,

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import channel_for
+from connectome_core.contract import channel_for
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.browser import SEQ_EVENT
-from connectome_sse.publishing import publish_event
 
 
 class EventSink(Protocol):

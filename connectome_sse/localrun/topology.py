@@ -20,7 +20,9 @@ from pathlib import Path
 
 import redis
 
-from connectome_sse.contract import HEALTH_EVENT, LEADER_KEY, snapshot_key
+from connectome_core.contract import HEALTH_EVENT, LEADER_KEY, snapshot_key
+from connectome_core.redis_connect import sync_client
+from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.metrics import open_streams, scrape
 from connectome_sse.localrun.nginx import NginxServer
@@ -29,8 +31,6 @@ from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.redis_connect import sync_client
-from connectome_sse.redis_target import parse_redis_url
 
 
 class Topology:

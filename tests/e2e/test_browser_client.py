@@ -26,11 +26,11 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.gateway import GatewayProcess as Gateway
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.topology import Topology
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.publishing import publish_event
 from tests.support.chromium import chromium
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, NginxVariant
 

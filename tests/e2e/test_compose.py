@@ -37,7 +37,8 @@ import pytest
 import yaml
 from httpx_sse import aconnect_sse
 
-from connectome_sse.contract import LEADER_KEY
+from connectome_core.contract import LEADER_KEY
+from connectome_core.payload import parse_health_payload
 from connectome_sse.localrun.browser import (
     HEALTH_EVENT,
     SEQ_EVENT,
@@ -50,7 +51,6 @@ from connectome_sse.localrun.metrics import open_streams
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.seq_publisher import SeqPublisher
 from connectome_sse.localrun.wait import async_wait_for, wait_for
-from connectome_sse.payload import parse_health_payload
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 from tests.support.compose import (

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from connectome_core.payload import parse_health_payload
 from connectome_sse.localrun.browser import HEALTH_EVENT
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.wait import async_wait_for
-from connectome_sse.payload import parse_health_payload
 from tests.support.compose import (
     COMPOSE_FILE,
     SENTINEL_COMPOSE_FILE,

@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.sync_api import Page, expect
 
+from connectome_core.payload import example_health_payload
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.redis_server import RedisServer
-from connectome_sse.payload import example_health_payload
-from connectome_sse.publishing import publish_event
 from tests.support.chromium import chromium
 
 SECONDS = 15_000  # playwright's expect() timeout, in ms: generous for a shared 2-core machine

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from connectome_core.tokens import TokenVerifier
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_server import RedisServer
-from sse_gateway.auth import TokenVerifier
 from tests.conftest import StartGateway
 from tests.support.nginx import NginxServer
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, SHORT_READ_TIMEOUT, NginxVariant

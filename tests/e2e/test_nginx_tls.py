@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_core.publishing import publish_event
+from connectome_core.tokens import TokenVerifier
 from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_server import RedisServer, require_program
-from connectome_sse.publishing import publish_event
-from sse_gateway.auth import TokenVerifier
 from tests.conftest import StartGateway
 from tests.support.nginx import NginxServer, TlsFiles
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
+from connectome_core.redis_connect import async_client
+from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.gateway import GatewayProcess, gateway_subscriptions
 from connectome_sse.localrun.metrics import publisher_leaders
 from connectome_sse.localrun.ports import free_port
@@ -44,8 +46,6 @@ from connectome_sse.localrun.redis_sentinel import (
 from connectome_sse.localrun.seq_publisher import ChannelOnly, SeqPublisher
 from connectome_sse.localrun.sse_clients import StreamRecorder, open_each
 from connectome_sse.localrun.wait import until
-from connectome_sse.redis_connect import async_client
-from connectome_sse.redis_target import parse_redis_url
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from connectome_sse.contract import LEADER_KEY
+from connectome_core.contract import LEADER_KEY
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.processes import ManagedProcess
 from connectome_sse.localrun.redis_server import RedisServer

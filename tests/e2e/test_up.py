@@ -26,12 +26,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_core.payload import HealthPayload, parse_health_payload
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.payload import HealthPayload, parse_health_payload
-from connectome_sse.publishing import publish_event
 from connectome_sse.sse_client import EventSourceReader, ServerEvent
 from tests.support.up_process import UpProcess, alive, cmdline
 

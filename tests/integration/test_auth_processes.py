@@ -242,9 +242,9 @@ def test_logs_hold_no_token_ticket_cookie_or_secret(
 
 async def test_a_burst_of_tickets_queues_instead_of_failing(redis_server: RedisServer) -> None:
     """Regression: 8 pooled connections and 200 concurrent mints gave "Too many connections"."""
-    from connectome_sse.settings import load_settings
+    from connectome_core.settings import load_settings
+    from connectome_core.tokens import Grant
     from sse_gateway.access import Access
-    from sse_gateway.auth import Grant
     from sse_gateway.settings import GatewaySettings
 
     settings = load_settings(

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.wait import async_wait_for, wait_for
-from connectome_sse.publishing import publish_event
 from connectome_sse.stack.embedded_redis import packaged_redis, packaged_server_binary
 from connectome_sse.stack.local_redis import LocalRedis
 

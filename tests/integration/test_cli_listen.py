@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_core.payload import example_health_payload
+from connectome_core.publishing import publish_event
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.payload import example_health_payload
-from connectome_sse.publishing import publish_event
 
 RED_ERROR = "\x1b[1m\x1b[31mERROR"
 

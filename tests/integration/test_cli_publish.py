@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from connectome_core.payload import example_health_payload, parse_health_payload
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.payload import example_health_payload, parse_health_payload
 
 
 def cli(*args: str, redis_url: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

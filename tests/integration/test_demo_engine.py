@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from connectome_sse.contract import SIGNALS_STREAM
+from connectome_core.contract import SIGNALS_STREAM
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import LEADER_KEY
+from connectome_core.contract import LEADER_KEY
 from connectome_sse.localrun.redis_server import RedisServer
 from health_publisher.lease import LeaderLease
 from tests.support.publisher import FakeClock

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from connectome_sse.contract import SIGNALS_STREAM, snapshot_key
+from connectome_core.contract import SIGNALS_STREAM, snapshot_key
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import SIGNALS_STREAM
+from connectome_core.contract import SIGNALS_STREAM
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import async_wait_for, until
 from health_publisher.lease import CHECKPOINT_KEY

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.contract import LEADER_KEY
+from connectome_core.contract import LEADER_KEY
 from connectome_sse.localrun.processes import ManagedProcess
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from connectome_sse.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
+from connectome_core.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
+from connectome_core.settings import load_settings
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import until
-from connectome_sse.settings import load_settings
 from health_publisher.service import HealthPublisher
 from health_publisher.settings import PublisherSettings
 from tests.support.publisher import counters, group_info, snapshot, xadd

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from connectome_sse.contract import SIGNALS_STREAM
+from connectome_core.contract import SIGNALS_STREAM
+from connectome_core.redis_connect import sync_client
+from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.metrics import publisher_leaders
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.redis_connect import sync_client
-from connectome_sse.redis_target import parse_redis_url
 from tests.support.publisher import counters, group_info, snapshot
 
 

@@ -1,7 +1,7 @@
 """``redis+sentinel://`` against real processes: one master, one replica, three sentinels.
 
 The CLI ``publish`` and long-lived sync/async clients built by
-``connectome_sse.redis_connect`` reach the current master, and after a
+``connectome_core.redis_connect`` reach the current master, and after a
 ``kill -9`` of it and the sentinels' failover, the new one, with no restart.
 """
 
@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
-from connectome_sse.localrun.ports import free_port
-from connectome_sse.localrun.processes import console_script
-from connectome_sse.localrun.redis_sentinel import MASTER_NAME, SentinelCluster
-from connectome_sse.localrun.wait import async_wait_for, wait_for
-from connectome_sse.redis_connect import (
+from connectome_core.redis_connect import (
     MasterLocator,
     RedisUnavailable,
     async_client,
     current_master,
     sync_client,
 )
-from connectome_sse.redis_target import parse_redis_url
+from connectome_core.redis_target import parse_redis_url
+from connectome_sse.localrun.ports import free_port
+from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.redis_sentinel import MASTER_NAME, SentinelCluster
+from connectome_sse.localrun.wait import async_wait_for, wait_for
 from tests.support.redis_tls import TlsFiles
 
 

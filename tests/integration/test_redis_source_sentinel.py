@@ -15,10 +15,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from connectome_core.redis_connect import async_client
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import until
-from connectome_sse.redis_connect import async_client
 from sse_gateway.redis_source import PROBE_CHANNEL_PREFIX, RedisSource, SubscriptionMisplaced
 from tests.support.subscribers import Listener
 

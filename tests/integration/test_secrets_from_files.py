@@ -19,12 +19,12 @@ import httpx
 import pytest
 import redis
 
-from connectome_sse.contract import snapshot_key
+from connectome_core.contract import snapshot_key
+from connectome_core.tokens import TokenVerifier
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from sse_gateway.auth import TokenVerifier
 from tests.support.up_process import UpProcess, descendants
 
 pytestmark = pytest.mark.integration

@@ -361,7 +361,7 @@ class RedisCliPipe:
     operator would, through ``docker exec``, without a process per command.
     """
 
-    # SET the snapshot and PUBLISH in one step, as connectome_sse.publishing does.
+    # SET the snapshot and PUBLISH in one step, as connectome_core.publishing does.
     PUBLISH_SCRIPT = (
         "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('PUBLISH', KEYS[2], ARGV[1])"
     )

@@ -19,12 +19,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import SIGNALS_STREAM, channel_for, snapshot_key
+from connectome_core.contract import SIGNALS_STREAM, channel_for, snapshot_key
+from connectome_core.payload import HealthPayload, parse_health_payload
+from connectome_core.settings import load_settings
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from connectome_sse.payload import HealthPayload, parse_health_payload
-from connectome_sse.settings import load_settings
 from health_publisher.service import HealthPublisher
 from health_publisher.settings import PublisherSettings
 

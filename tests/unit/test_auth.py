@@ -12,12 +12,10 @@ from typing import Any
 import jwt
 import pytest
 
+from connectome_core.tokens import MAX_TOKEN_BYTES, Grant, TokenError, TokenVerifier
 from sse_gateway.auth import (
-    MAX_TOKEN_BYTES,
     Authenticator,
     AuthError,
-    Grant,
-    TokenVerifier,
     authorize_events,
     redacted_query,
 )
@@ -47,8 +45,12 @@ def hand_made(header: dict[str, Any], claims: dict[str, Any], key: bytes | None)
 
 
 def refused(token_text: str) -> AuthError:
-    with pytest.raises(AuthError) as info:
+    """The gateway's answer to ``token_text`` as a bearer token (the codec refused it)."""
+    with pytest.raises(TokenError):
         TokenVerifier(SECRET).verify(token_text)
+    auth = Authenticator(TokenVerifier(SECRET), Tickets({}))
+    with pytest.raises(AuthError) as info:
+        auth.token_grant(scope([(b"authorization", f"Bearer {token_text}".encode())]))
     return info.value
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from connectome_core.payload import example_health_payload
 from connectome_sse.commands.listen import UsageError, add_arguments, stream_url
 from connectome_sse.listen_format import format_event, json_line
-from connectome_sse.payload import example_health_payload
 from connectome_sse.sse_client import ServerEvent
 
 T = 1_700_000_000.25

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from connectome_core.payload import example_health_payload, parse_health_payload
 from connectome_sse.commands.publish import PublishError, prepare
-from connectome_sse.payload import example_health_payload, parse_health_payload
 
 
 def full(**status: object) -> dict[str, object]:

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
+from connectome_core.settings import SettingsError, settings_from_args
 from connectome_sse.commands import up
-from connectome_sse.settings import SettingsError, settings_from_args
 from connectome_sse.stack.banner import StackView, render
 from connectome_sse.stack.supervisor import death_report, describe_exit
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connectome_sse.settings import ProcessSettings, load_settings
+from connectome_core.settings import ProcessSettings, load_settings
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 from tests.support.nginx import TEMPLATE

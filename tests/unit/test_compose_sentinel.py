@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connectome_sse.redis_target import parse_redis_url
+from connectome_core.redis_target import parse_redis_url
 from tests.support.compose import compose_command, provision_engine
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from connectome_sse.settings import load_settings
+from connectome_core.settings import load_settings
 from sse_gateway.app import GatewayApp, create_app
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource

@@ -14,8 +14,8 @@ from typing import Any
 import jwt
 import pytest
 
+from connectome_core.settings import load_settings
 from connectome_sse.localrun.redis_server import RedisServer
-from connectome_sse.settings import load_settings
 from sse_gateway.app import GatewayApp, create_app
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from connectome_sse.settings import load_settings
+from connectome_core.settings import load_settings
 from sse_gateway.app import GatewayApp, create_app
 from sse_gateway.framing import Frame
 from sse_gateway.probe import ProbeSchedule, probe_frame, probe_requested

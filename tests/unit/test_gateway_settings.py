@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectome_sse.settings import SettingsError, load_settings
+from connectome_core.settings import SettingsError, load_settings
 from sse_gateway.cli import main
 from sse_gateway.settings import GatewaySettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectome_sse.payload import Counters, HealthPayload, TopEdge
+from connectome_core.payload import Counters, HealthPayload, TopEdge
 from health_publisher.aggregator import TOP_EDGES_KEPT, HealthAggregator, percentile
 from health_publisher.signals import BadSignal, parse_signal
 from tests.support.publisher import T0, FakeClock

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from connectome_sse.payload import (
+from connectome_core.payload import (
     HealthPayload,
     example_health_payload,
     health_json_schema,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from connectome_sse.logs import JsonFormatter
+from connectome_core.logs import JsonFormatter
 
 
 def strict(line: str) -> dict[str, object]:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from connectome_sse.logs import RateLimitedLog
+from connectome_core.logs import RateLimitedLog
 
 
 class Clock:

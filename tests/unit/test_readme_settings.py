@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.settings import ProcessSettings
+from connectome_core.settings import ProcessSettings
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 

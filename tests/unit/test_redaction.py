@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectome_sse.redaction import redact_url
+from connectome_core.redaction import redact_url
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import MasterNotFoundError
 
-from connectome_sse.redis_connect import (
+from connectome_core.redis_connect import (
     RedisUnavailable,
     SentinelAsyncRedis,
     SentinelSyncRedis,
@@ -23,7 +23,7 @@ from connectome_sse.redis_connect import (
     tls_options,
     too_old,
 )
-from connectome_sse.redis_target import parse_redis_url
+from connectome_core.redis_target import parse_redis_url
 
 TLS = {"tls_ca_file": "/ca.pem", "tls_cert_file": "/c.pem", "tls_key_file": "/k.pem"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from connectome_sse.redis_connect import describe_error, short_error
-from connectome_sse.redis_target import parse_redis_url
+from connectome_core.redis_connect import describe_error, short_error
+from connectome_core.redis_target import parse_redis_url
 
 # What a protected-mode Redis answers a client that is not on loopback (850 characters).
 DENIED = (

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from connectome_sse.redis_target import RedisTarget, RedisUrlError, parse_redis_url
-from connectome_sse.settings import RedisSettings, SettingsError, load_settings, to_environ
+from connectome_core.redis_target import RedisTarget, RedisUrlError, parse_redis_url
+from connectome_core.settings import RedisSettings, SettingsError, load_settings, to_environ
 
 
 def secret(value: SecretStr | None) -> str | None:

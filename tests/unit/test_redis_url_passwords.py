@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectome_core.redaction import redact_text, redact_url
+from connectome_core.redis_target import RedisUrlError, parse_redis_url
+from connectome_core.settings import RedisSettings, SettingsError, load_settings
 from connectome_sse.cli_redis import CliRedisSettings
 from connectome_sse.commands.up import UpSettings
-from connectome_sse.redaction import redact_text, redact_url
-from connectome_sse.redis_target import RedisUrlError, parse_redis_url
-from connectome_sse.settings import RedisSettings, SettingsError, load_settings
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 

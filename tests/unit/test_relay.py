@@ -9,8 +9,8 @@ from unittest.mock import ANY
 
 import pytest
 
+from connectome_core.settings import load_settings
 from connectome_sse.localrun.wait import until
-from connectome_sse.settings import load_settings
 from sse_gateway.app import create_app
 from sse_gateway.framing import Frame
 from sse_gateway.history import event_id

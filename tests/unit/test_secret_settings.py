@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.chaos.topology import Settings
-from connectome_sse.commands import demo_engine, publish, token, up
-from connectome_sse.settings import (
+from connectome_core.settings import (
     RedisSettings,
     SettingsError,
     load_settings,
     to_environ,
 )
+from connectome_core.tokens import TokenVerifier
+from connectome_sse.chaos.topology import Settings
+from connectome_sse.commands import demo_engine, publish, token, up
 from health_publisher import cli as publisher_cli
 from health_publisher.settings import PublisherSettings
 from sse_gateway import cli as gateway_cli
-from sse_gateway.auth import TokenVerifier
 from sse_gateway.settings import GatewaySettings
 
 SECRET = "s" * 20 + "-0123456789-abcdef"  # 38 bytes

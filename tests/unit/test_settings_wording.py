@@ -13,9 +13,9 @@ import pytest
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from connectome_sse.redis_connect import describe_error
-from connectome_sse.redis_target import parse_redis_url
-from connectome_sse.settings import ProcessSettings, SettingsError, load_settings
+from connectome_core.redis_connect import describe_error
+from connectome_core.redis_target import parse_redis_url
+from connectome_core.settings import ProcessSettings, SettingsError, load_settings
 from health_publisher.settings import PublisherSettings
 from sse_gateway import cli as gateway_cli
 from sse_gateway.settings import GatewaySettings

@@ -15,7 +15,7 @@ import time
 import fakeredis
 import pytest
 
-from sse_gateway.auth import Grant
+from connectome_core.tokens import Grant
 from sse_gateway.client_limits import ClientLimits, TooManyStreams, client_address
 from sse_gateway.tickets import KEY_PREFIX, TicketSeal, TicketStore
 

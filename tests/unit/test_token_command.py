@@ -7,9 +7,9 @@ import dataclasses
 import httpx
 import pytest
 
+from connectome_core.tokens import TokenError, TokenVerifier
 from connectome_sse import cli
 from connectome_sse.stack.banner import StackView, render
-from sse_gateway.auth import AuthError, TokenVerifier
 
 SECRET = "k" * 32
 
@@ -33,7 +33,7 @@ def test_token_prints_a_verifiable_token_alone_on_stdout(
     assert out.count("\n") == 1
     grant = TokenVerifier(SECRET.encode()).verify(out.strip())
     assert grant.sub == "ops" and grant.events == frozenset({"a", "b"})
-    with pytest.raises(AuthError, match="signature"):
+    with pytest.raises(TokenError, match="signature"):
         TokenVerifier(b"x" * 32).verify(out.strip())
 
 

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from connectome_sse.redaction import PLAIN_USER, SECRET_PARAMS, split_url
+from connectome_core.redaction import PLAIN_USER, SECRET_PARAMS, split_url
 
 Kind = Literal["tcp", "unix", "sentinel"]
 Address = tuple[str, int]
@@ -124,7 +124,7 @@ def parse_redis_url(
     Empty strings for the keyword settings mean "not set"; ``password`` (from
     ``REDIS_PASSWORD_FILE``) replaces any password the URL holds. A client
     certificate needs its key and the reverse. Files are not opened here (see
-    ``connectome_sse.settings.RedisSettings`` for the start-up checks).
+    ``connectome_core.settings.RedisSettings`` for the start-up checks).
 
     The user info is cut out first (it runs to the last ``@`` before the host, so
     a password may hold ``/``, ``?``, ``#`` or ``@``), and no message ever quotes

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from connectome_sse.redaction import split_url
-from connectome_sse.redis_target import RedisUrlError, parse_redis_url
+from connectome_core.redaction import split_url
+from connectome_core.redis_target import RedisUrlError, parse_redis_url
 
 
 class SecretFileError(ValueError):

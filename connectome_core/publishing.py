@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from connectome_sse.contract import channel_for, is_valid_event_name, snapshot_key
+from connectome_core.contract import channel_for, is_valid_event_name, snapshot_key
 
 
 async def publish_event(client: aioredis.Redis, event: str, data: str | bytes) -> int:

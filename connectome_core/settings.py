@@ -18,7 +18,7 @@ error too, rather than a silently ignored knob.
 Every process that talks to Redis derives its model from
 :class:`RedisSettings`: ``REDIS_URL`` in any of its forms, the TLS files,
 ``REDIS_PASSWORD_FILE`` and the sentinels' password, checked together at start, and
-:meth:`RedisSettings.redis_target` to hand to ``connectome_sse.redis_connect``.
+:meth:`RedisSettings.redis_target` to hand to ``connectome_core.redis_connect``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from connectome_sse.redaction import RedactingParser, redact_text
-from connectome_sse.redis_target import RedisTarget, RedisUrlError, parse_redis_url
-from connectome_sse.secret_files import read_secret_file, resolve_secret, url_holds_password
+from connectome_core.redaction import RedactingParser, redact_text
+from connectome_core.redis_target import RedisTarget, RedisUrlError, parse_redis_url
+from connectome_core.secret_files import read_secret_file, resolve_secret, url_holds_password
 
 S = TypeVar("S", bound="ProcessSettings")
 

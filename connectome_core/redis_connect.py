@@ -1,4 +1,4 @@
-"""Redis clients for a :class:`~connectome_sse.redis_target.RedisTarget`, and one-line errors.
+"""Redis clients for a :class:`~connectome_core.redis_target.RedisTarget`, and one-line errors.
 
 Every process builds its clients here, never with ``from_url``:
 
@@ -59,7 +59,7 @@ from redis.retry import Retry as SyncRetry
 from redis.sentinel import MasterNotFoundError as SyncMasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 
-from connectome_sse.redis_target import Address, RedisTarget
+from connectome_core.redis_target import Address, RedisTarget
 
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3.0
