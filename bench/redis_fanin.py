@@ -1,4 +1,4 @@
-"""How many gateway subscriptions one Redis feeds, and at what cost (issue 10).
+"""How many gateway subscriptions one Redis feeds, and at what cost.
 
 ``python3 -m bench.redis_fanin [--subscribers 200,1000,5000] [--rates 10,100]``
 

@@ -221,7 +221,7 @@ def auth_table(rows: list[dict[str, Any]]) -> str:
 
 
 def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:
-    """Issue 15's targets for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
+    """The targets against Nchan for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
     by_scen = _by_scenario(rows)
     out = []
 
@@ -288,6 +288,6 @@ def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
         if extra:
             parts += ["", extra]
     if any(r["system"] == system for r in rows):
-        parts += ["", f"Targets of issue 15 for {system}:"]
+        parts += ["", f"Targets against Nchan for {system}:"]
         parts += [f"- {t}" for t in targets(rows, system)]
     return "\n".join(parts)
