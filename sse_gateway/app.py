@@ -28,17 +28,12 @@ from sse_gateway.access import TICKET_PATH
 from sse_gateway.gateway import Gateway
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.redis_source import RedisSource
-from sse_gateway.routes import (
-    StreamEndpoint,
-    client_route,
-    dashboard_route,
-    health_routes,
-    http_error,
-)
+from sse_gateway.routes import client_route, dashboard_route, health_routes, http_error
 from sse_gateway.server import end_with_supervisor
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.shutdown import drain_on_signals
 from sse_gateway.source import EventSource
+from sse_gateway.stream_route import StreamEndpoint
 
 log = logging.getLogger("sse_gateway")
 
@@ -103,7 +98,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.relay.start()
+        gateway.start()
         sampler = asyncio.ensure_future(gateway.metrics.sample_process_forever())
         # What exists now (modules, settings, the app) lives as long as the process: out
         # of the collector's sight, a full collection walks only the streams' objects.
@@ -119,7 +114,7 @@ def create_app(
                 restore_signals()
             gateway.drain()
             sampler.cancel()
-            await gateway.relay.stop()
+            await gateway.stop()
             await stream.access.close()
             stream.lines.budget.flush()  # the count of stream lines held back, if any
 

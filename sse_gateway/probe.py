@@ -24,18 +24,8 @@ from connectome_core.contract import PROBE_EVENT
 from sse_gateway.framing import Frame, encode_json_event
 from sse_gateway.hub import Subscriber
 
-PROBE_PARAMETER = "probe"
 # Seconds after the response starts at which probe n = 0, 1, 2 is sent.
 PROBE_OFFSETS = (0.0, 1.0, 2.0)
-
-
-def probe_requested(values: list[str]) -> bool:
-    """The ``?probe=`` values of a request -> is it a probe. Raises ValueError when malformed."""
-    if not values:
-        return False
-    if values == ["1"]:
-        return True
-    raise ValueError("'probe' takes the value 1 (GET /api/sse?probe=1)")
 
 
 def probe_frame(n: int, ts: float) -> Frame:

@@ -77,7 +77,7 @@ def test_regression_a_subscriber_that_raises_never_stops_the_fan_out() -> None:
         def offer(self, frame: Frame) -> bool:
             raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
-        def close(self, final_frame: bytes) -> None:
+        def close(self, final_frame: bytes, reason: str | None = None) -> None:
             self.closed = True
 
     hub = Hub()
