@@ -71,14 +71,14 @@ class GatewayApp:
                 expose_headers=["Retry-After"],
                 max_age=600,
             )
-        self._stream = stream
+        self.stream = stream
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         return self._dispatch(scope, receive, send)
 
     def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "GET":
-            return self._stream(scope, receive, send)
+            return self.stream(scope, receive, send)
         return self.starlette(scope, receive, send)
 
 

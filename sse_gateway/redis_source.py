@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 
 from connectome_core.backoff import Backoff
 from connectome_core.contract import CHANNEL_PATTERN
+from connectome_core.logs import RateLimitedLog
 from connectome_core.redis_connect import (
     async_client,
     describe_error,
@@ -41,7 +42,6 @@ from sse_gateway.redis_pubsub import (
     CONNECTION_ERRORS,
     PubSub,
     format_peer,
-    limited,
     log,
     notify,
     peer_of,
@@ -235,6 +235,7 @@ class OutageLog:
         self.down_since: float | None = None  # wall-clock time of the outage's first failure
         self.attempts = 0
         self._last_line = 0.0
+        self._limited = RateLimitedLog(log)  # lines a flapping Redis repeats: one per interval
 
     def subscribed(self, peer: str) -> None:
         log.info(
@@ -257,19 +258,21 @@ class OutageLog:
         elif is_configuration_error(exc):
             # A setting (or the server's ACL) changed under a running gateway.
             problem = describe_error(exc, self.target)
-            limited.log(logging.ERROR, "misconfigured", "%s; retrying in %.2fs", problem, delay)
+            self._limited.log(
+                logging.ERROR, "misconfigured", "%s; retrying in %.2fs", problem, delay
+            )
         elif isinstance(exc, CONNECTION_ERRORS):
             self._unreachable(exc, delay, first)
         else:
             failed = "redis reader failed (%r); reconnecting in %.2fs"
-            if limited.log(logging.ERROR, "failed", failed, exc, delay):
+            if self._limited.log(logging.ERROR, "failed", failed, exc, delay):
                 log.error("traceback of the failure above", exc_info=exc)
 
     def _unreachable(self, exc: Exception, delay: float, first: bool) -> None:
         if first and not self.connected_once:
             log.warning("cannot reach Redis yet (%s); retrying in %.2fs", short_error(exc), delay)
         elif first:
-            limited.warning(
+            self._limited.warning(
                 "lost", "redis lost (%s); reconnecting in %.2fs", short_error(exc), delay
             )
         elif self.clock() - self._last_line >= self.every:
