@@ -1,9 +1,8 @@
 """The app factory: ``create_app(settings, source=None)`` builds one gateway process's ASGI app.
 
-The lifespan starts the relay (the Redis reader and the ping tick) and, on
-the way out, drains any streams still open and stops the relay, in reverse
-order of construction. No ``BaseHTTPMiddleware`` anywhere: it would buffer
-and slow the stream route.
+The lifespan starts the gateway's tasks (the Redis reader, pings, the health watch) and,
+on the way out, drains the streams still open and stops them. No ``BaseHTTPMiddleware``
+anywhere: it would buffer and slow the stream route.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.hub = Hub()  # a cut stream is counted when its handler ends (routes)
+        self.hub = Hub()  # a cut stream is counted when its handler ends (stream_route)
         self.relay = Relay(
             self.hub,
             source,
