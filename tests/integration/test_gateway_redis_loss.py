@@ -62,10 +62,10 @@ async def test_streams_survive_a_redis_restart_and_get_snapshot_and_new_events(
 
 
 @pytest.mark.parametrize("pause_ms", [10_000, 15_000])
-async def test_regression_client_pause_loses_nothing_with_the_default_watchdog(
+async def test_regression_client_pause_loses_nothing_with_the_default_silence_check(
     own_redis: RedisServer, start_gateway: StartGateway, pause_ms: int
 ) -> None:
-    # Issue 16, item 9a, at full scale: the old watchdog (5 s silence + 5 s for its PING)
+    # At full scale: the silence check (5 s silence + 5 s for its PING) once
     # dropped the connection into which Redis had just delivered what it held; with a
     # 10 s pause 100 of 100 were lost, with 15 s half. Redis that recovers costs nothing.
     gateway = start_gateway(own_redis.url).wait_ready()

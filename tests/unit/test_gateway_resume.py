@@ -1,4 +1,4 @@
-"""Ids, resume, reserved names and publisher liveness through the in-process app (issue 11)."""
+"""Ids, resume, reserved names and the publisher's health freshness through the in-process app."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def test_close_ends_every_stream_and_refuses_new_ones() -> None:
 
 
 def test_regression_a_subscriber_that_raises_never_stops_the_fan_out() -> None:
-    """Issue 16 item 0: one client's write error ended the relay task for everyone."""
+    """One client's write error once ended the relay task for everyone."""
 
     class Broken:
         closed = False
