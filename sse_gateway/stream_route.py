@@ -105,6 +105,7 @@ class StreamEndpoint:
                 return await _respond(send, b"", more=False)
             expires_in = self.access.expires_in(admission.grant)
             stream = OpenStream(self.gateway, request, admission, scope, send, expires_in)
+            del admission, expires_in  # the stream holds what it needs of them
             writer = stream.writer
             try:
                 await _respond(send, self.gateway.retry_frame, more=True)
