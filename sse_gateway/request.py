@@ -3,14 +3,14 @@
 ``stream_request`` is the only place the stream route reads the query string
 and the headers; everything after it (admission, the opener, the log lines)
 takes the values from the ``StreamRequest``. Credentials are kept raw: judging
-them is ``auth``'s job. Plain frozen slotted classes: this runs on every connect.
+them is ``auth``'s job. Named tuples, immutable and the cheapest to build: this runs
+on every connect.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode
 
 from connectome_core.contract import RESERVED_EVENTS, is_valid_event_name
@@ -27,8 +27,7 @@ MAX_ID_LENGTH = 256  # ours are 16; anything longer cannot be known, whatever it
 Query = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     """What a request presents, unjudged: every ``Authorization`` header value, every
     ``?ticket=`` value, and the ``Cookie`` headers joined as HTTP/2 splits them."""
 
@@ -37,8 +36,7 @@ class Credentials:
     cookie: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamRequest:
+class StreamRequest(NamedTuple):
     method: str
     events: frozenset[str] | None  # None: every event type
     probe: bool  # the path probe (``?probe=1``)
