@@ -1,31 +1,19 @@
 """Who gets a stream on this process: authentication (when on) and the per-client limit.
 
-One ``Access`` per gateway process, built from its settings: it answers the
-stream route's question (``admit``: a ``Grant`` or a refusal response),
-serves ``POST /api/sse/ticket``, and times a stream's end at its token's
-``exp``. The pieces it puts together each do one job: ``auth`` (credentials
--> grant), ``tickets`` (one-time tickets in Redis), ``ticket_rate`` (tickets
-per address and subject), ``client_limits`` (streams per address).
-
-With ``SSE_AUTH_SECRET`` unset nothing here touches Redis; with it set, the
-ticket store has its own small, lazily connected command client (named
-``sse-gateway-tickets`` in ``CLIENT LIST``), so a ticket never queues behind
-the relay's snapshot reads.
-
-Refusals are logged rate-limited (a client retrying a bad token every second
-must not flood the log), with the peer and the reason, never a credential:
-the query string is logged with its ``ticket`` redacted, and neither the
-Authorization header nor cookies are ever read into a log line.
+One ``Access`` per process answers the stream route (``admit``), serves ``POST
+/api/sse/ticket`` and says when a token expires. With ``SSE_AUTH_SECRET`` set, tickets
+have their own small Redis client (``sse-gateway-tickets``), so a ticket never queues
+behind snapshot reads. Refusals are logged rate-limited with the peer, the reason and
+the query with its ticket redacted: never a credential.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -36,14 +24,16 @@ from starlette.responses import JSONResponse, Response
 from connectome_core.logs import RateLimitedLog
 from connectome_core.redis_connect import async_client
 from connectome_core.tokens import Grant, TokenVerifier
-from sse_gateway.auth import (
-    Authenticator,
-    AuthError,
-    authorize_events,
-    redacted_query,
-)
+from sse_gateway.auth import Authenticator, AuthError, authorize_events
 from sse_gateway.client_limits import ClientLimits, client_address
 from sse_gateway.metrics import GatewayMetrics
+from sse_gateway.request import (
+    Query,
+    StreamRequest,
+    query_pairs,
+    redacted_query,
+    request_credentials,
+)
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.ticket_rate import TicketRate
 from sse_gateway.tickets import TicketStore, TicketStoreUnavailable
@@ -54,6 +44,20 @@ TICKET_PATH = "/api/sse/ticket"
 TICKETS_CLIENT_NAME = "sse-gateway-tickets"
 TICKETS_TIMEOUT = 2.0
 TICKETS_CONCURRENCY = 8  # Redis commands in flight for tickets; the pool has as many
+
+
+class Admission(NamedTuple):
+    grant: Grant | None  # None: authentication is off
+    events: frozenset[str] | None  # what the stream gets: asked for, within the grant
+
+
+class Asker(NamedTuple):
+    """Who a refusal line names: what was asked for, the peer's host, the query (logged
+    with its ticket redacted)."""
+
+    what: str
+    host: str
+    query: Query
 
 
 class Refusal(Exception):
@@ -119,69 +123,60 @@ class Access:
             )
             self.auth = Authenticator(TokenVerifier(secret), self.tickets)
 
-    async def admit(
-        self, scope: Mapping[str, Any], events: frozenset[str] | None
-    ) -> tuple[str, Grant | None, frozenset[str] | None]:
-        """(client address, grant, events the stream gets), the address's slot taken.
+    async def admit(self, request: StreamRequest) -> Admission:
+        """The grant and the events the stream gets, the address's slot taken.
 
-        Raises ``Refusal``. For GET the caller must ``release(address)`` when the stream
-        ends; HEAD takes no slot.
+        Raises ``Refusal``. For GET the caller must ``release(request.address)`` when
+        the stream ends; HEAD takes no slot.
         """
         grant = None
+        events = request.events
         if self.auth is not None:
             try:
-                grant = await self.auth.stream_grant(scope)
+                keep = request.method == "HEAD"
+                grant = await self.auth.stream_grant(request.credentials, keep_ticket=keep)
                 events = authorize_events(grant, events)
             except AuthError as exc:
-                raise self._refused(scope, exc.status, exc.message, exc.headers) from None
+                asker = _stream_asker(request)
+                raise self._refused(asker, exc.status, exc.message, exc.headers) from None
             except TicketStoreUnavailable as exc:
                 raise self._refused(
-                    scope,
+                    _stream_asker(request),
                     503,
                     f"tickets cannot be checked now ({exc}); retry",
                     {"Retry-After": self.retry_after},
                 ) from None
-        address = client_address(scope)
-        if scope.get("method") == "HEAD":
-            return address, grant, events  # no stream follows: no slot to hold
-        if not self.limits.try_acquire(address):
+        if request.method == "HEAD":
+            return Admission(grant, events)  # no stream follows: no slot to hold
+        if not self.limits.try_acquire(request.address):
             raise self._refused(
-                scope,
+                _stream_asker(request),
                 429,
-                f"too many open streams from {address} (limit {self.limits.limit})",
+                f"too many open streams from {request.address} (limit {self.limits.limit})",
                 {"Retry-After": self.retry_after},
             )
-        return address, grant, events
+        return Admission(grant, events)
 
     def release(self, address: str) -> None:
         self.limits.release(address)
 
-    def end_at_expiry(
-        self, grant: Grant | None, end: Callable[[], None]
-    ) -> asyncio.TimerHandle | None:
-        """Call ``end`` when the grant's token expires (on the event loop's clock)."""
+    def expires_in(self, grant: Grant | None) -> float | None:
+        """Seconds until the grant's token expires; None without one."""
         if grant is None:
             return None
-        loop = asyncio.get_running_loop()
-        left = max(0.0, grant.exp - self.auth.verifier.clock()) if self.auth else 0.0
-        return loop.call_later(left, end)
+        return max(0.0, grant.exp - self.auth.verifier.clock()) if self.auth else 0.0
 
-    def _refused(
-        self, scope: Mapping[str, Any], status: int, message: str, headers: dict[str, str]
-    ) -> Refusal:
+    def _refused(self, asker: Asker, status: int, message: str, headers: dict[str, str]) -> Refusal:
         refusal = Refusal(status, message, headers)
         self.on_refused(refusal.reason)
-        client = scope.get("client")
-        peer = client[0] if client else "?"
-        what = "ticket" if scope.get("path") == TICKET_PATH else "stream"
         self._log.info(
-            f"refused:{what}:{status}:{peer}",
+            f"refused:{asker.what}:{status}:{asker.host}",
             "%s refused %d for %s: %s (query %r)",
-            what,
+            asker.what,
             status,
-            peer,
+            asker.host,
             message,
-            redacted_query(scope.get("query_string", b"")),
+            redacted_query(asker.query),
         )
         return refusal
 
@@ -192,20 +187,21 @@ class Access:
                 404, "authentication is off (SSE_AUTH_SECRET unset): streams need no ticket"
             ).response()
         scope = request.scope
+        asker = _ticket_asker(scope)
         try:
-            grant = self.auth.token_grant(scope)
-            self._check_ticket_rate(scope, grant)
+            grant = self.auth.token_grant(request_credentials(scope))
+            self._check_ticket_rate(scope, asker, grant)
             ticket = await self.tickets.mint(grant)
         except AuthError as exc:
-            return self._refused(scope, exc.status, exc.message, exc.headers).response()
+            return self._refused(asker, exc.status, exc.message, exc.headers).response()
         except Refusal as refusal:
             return refusal.response()
         except TicketStoreUnavailable as exc:
             return self._refused(
-                scope, 503, f"tickets cannot be made now ({exc}); retry", {"Retry-After": "1"}
+                asker, 503, f"tickets cannot be made now ({exc}); retry", {"Retry-After": "1"}
             ).response()
         except ValueError as exc:  # the token expired between the check and the mint
-            return self._refused(scope, 401, str(exc), {}).response()
+            return self._refused(asker, 401, str(exc), {}).response()
         expires_in = min(self.tickets.ttl, math.ceil(grant.exp - self.auth.verifier.clock()))
         return JSONResponse(
             {"ticket": ticket, "expires_in": expires_in},
@@ -213,7 +209,7 @@ class Access:
             headers={"Cache-Control": "no-store"},
         )
 
-    def _check_ticket_rate(self, scope: Mapping[str, Any], grant: Grant) -> None:
+    def _check_ticket_rate(self, scope: Mapping[str, Any], asker: Asker, grant: Grant) -> None:
         """Refusal (429) past ``SSE_TICKET_RATE`` for the client's address or token subject."""
         keys = ["address:" + client_address(scope)]
         if grant.sub is not None:
@@ -223,7 +219,7 @@ class Access:
         if wait:
             self._count_ticket_refusal("rate_limited")
             raise self._refused(
-                scope,
+                asker,
                 429,
                 f"too many tickets: at most {self.ticket_rate.per_minute} a minute per client "
                 "address and per token subject",
@@ -237,3 +233,14 @@ class Access:
     async def close(self) -> None:
         if self.tickets is not None:
             await self.tickets.close()
+
+
+def _stream_asker(request: StreamRequest) -> Asker:
+    return Asker("stream", request.host, request.query)
+
+
+def _ticket_asker(scope: Mapping[str, Any]) -> Asker:
+    client = scope.get("client")
+    return Asker(
+        "ticket", client[0] if client else "?", query_pairs(scope.get("query_string", b""))
+    )

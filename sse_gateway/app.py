@@ -1,9 +1,8 @@
 """The app factory: ``create_app(settings, source=None)`` builds one gateway process's ASGI app.
 
-The lifespan starts the relay (the Redis reader and the ping tick) and, on
-the way out, drains any streams still open and stops the relay, in reverse
-order of construction. No ``BaseHTTPMiddleware`` anywhere: it would buffer
-and slow the stream route.
+The lifespan starts the gateway's tasks (the Redis reader, pings, the health watch) and,
+on the way out, drains the streams still open and stops them. No ``BaseHTTPMiddleware``
+anywhere: it would buffer and slow the stream route.
 """
 
 from __future__ import annotations
@@ -28,17 +27,12 @@ from sse_gateway.access import TICKET_PATH
 from sse_gateway.gateway import Gateway
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.redis_source import RedisSource
-from sse_gateway.routes import (
-    StreamEndpoint,
-    client_route,
-    dashboard_route,
-    health_routes,
-    http_error,
-)
+from sse_gateway.routes import client_route, dashboard_route, health_routes, http_error
 from sse_gateway.server import end_with_supervisor
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.shutdown import drain_on_signals
 from sse_gateway.source import EventSource
+from sse_gateway.stream_route import StreamEndpoint
 
 log = logging.getLogger("sse_gateway")
 
@@ -76,14 +70,14 @@ class GatewayApp:
                 expose_headers=["Retry-After"],
                 max_age=600,
             )
-        self._stream = stream
+        self.stream = stream
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         return self._dispatch(scope, receive, send)
 
     def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "GET":
-            return self._stream(scope, receive, send)
+            return self.stream(scope, receive, send)
         return self.starlette(scope, receive, send)
 
 
@@ -103,7 +97,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.relay.start()
+        gateway.start()
         sampler = asyncio.ensure_future(gateway.metrics.sample_process_forever())
         # What exists now (modules, settings, the app) lives as long as the process: out
         # of the collector's sight, a full collection walks only the streams' objects.
@@ -119,7 +113,7 @@ def create_app(
                 restore_signals()
             gateway.drain()
             sampler.cancel()
-            await gateway.relay.stop()
+            await gateway.stop()
             await stream.access.close()
             stream.lines.budget.flush()  # the count of stream lines held back, if any
 

@@ -1,34 +1,21 @@
-"""Who may stream: credentials from a request -> a verified ``Grant``, or an ``AuthError``.
+"""Who may stream: a request's credentials -> a verified ``Grant``, or an ``AuthError``.
 
-With ``SSE_AUTH_SECRET`` set, ``/api/sse`` takes one of ``Authorization:
-Bearer <token>``, ``?ticket=<ticket>`` (one-time, minted by ``POST
-/api/sse/ticket`` and kept in Redis by ``sse_gateway.tickets``) or the cookie
-``sse_token=<token>``, tried in that order; the first present decides, so a
-bad bearer token is a 401 even beside a good cookie. An ``Authorization``
-header of another scheme (a proxy's Basic auth) is no stream credential and
-is passed over. The ticket comes before the cookie so that a page holding a
-stale cookie can still stream with a fresh ticket.
-
-A token is a JWT signed HS256 with the secret: size checked before decoding,
-only HS256 accepted, ``exp`` required, finite, in the future and at most
-``MAX_LIFETIME`` ahead, ``aud`` absent, ``sub`` a string, ``events`` a list of
-event names. ``iat`` is not checked: clock skew between the app that mints
-and the gateway must not lock users out. Tickets come through the
-``TicketTaker`` protocol; the route turns an ``AuthError`` into a response.
+A stream takes ``Authorization: Bearer <token>``, a one-time ``?ticket=`` or the
+``sse_token`` cookie, in that order: the first present decides (a bad bearer is a 401
+even beside a good cookie; another scheme, a proxy's Basic, is passed over). Tokens are
+checked by ``connectome_core.tokens``; tickets come through the ``TicketTaker`` protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from starlette.requests import cookie_parser
 
 from connectome_core.tokens import Grant, TokenError, TokenVerifier, checked_exp
+from sse_gateway.request import TICKET_PARAMETER, Credentials
 
 COOKIE_NAME = "sse_token"
-TICKET_PARAM = "ticket"
 # A ticket is token_urlsafe(32) (43 characters); this only bounds what we hash.
 MAX_TICKET_CHARS = 256
 
@@ -81,16 +68,12 @@ class TicketTaker(Protocol):
         (unless ``keep``)."""
 
 
-def _header(scope: Mapping[str, Any], name: bytes) -> list[str]:
-    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
-
-
-def bearer_token(scope: Mapping[str, Any]) -> str | None:
+def bearer_token(credentials: Credentials) -> str | None:
     """The ``Authorization: Bearer`` token; None without one; 401 when malformed.
 
     Another scheme (a proxy's ``Basic``) is not ours to judge: it is passed over."""
     tokens = []
-    for value in _header(scope, b"authorization"):
+    for value in credentials.authorization:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() == "bearer":
             tokens.append(token.strip())
@@ -103,19 +86,16 @@ def bearer_token(scope: Mapping[str, Any]) -> str | None:
     return tokens[0]
 
 
-def cookie_token(scope: Mapping[str, Any]) -> str | None:
-    # HTTP/2 may split cookies over several headers; they join with "; ".
-    header = "; ".join(_header(scope, b"cookie"))
-    if not header:
+def cookie_token(credentials: Credentials) -> str | None:
+    if not credentials.cookie:
         return None
-    token: str | None = cookie_parser(header).get(COOKIE_NAME)
+    token: str | None = cookie_parser(credentials.cookie).get(COOKIE_NAME)
     return token or None
 
 
-def ticket_value(scope: Mapping[str, Any]) -> str | None:
-    query: bytes = scope.get("query_string", b"")
-    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get(TICKET_PARAM)
-    if values is None:
+def ticket_value(credentials: Credentials) -> str | None:
+    values = credentials.tickets
+    if not values:
         return None
     if len(values) != 1 or not values[0] or len(values[0]) > MAX_TICKET_CHARS:
         raise unauthorized("invalid ticket")
@@ -129,11 +109,11 @@ class Authenticator:
         self.verifier = verifier
         self.tickets = tickets
 
-    def token_grant(self, scope: Mapping[str, Any]) -> Grant:
+    def token_grant(self, credentials: Credentials) -> Grant:
         """From the bearer header or the cookie (what ``POST /api/sse/ticket`` takes)."""
-        token = bearer_token(scope)
+        token = bearer_token(credentials)
         if token is None:
-            token = cookie_token(scope)
+            token = cookie_token(credentials)
         if token is None:
             raise unauthorized(
                 f"credentials needed: Authorization: Bearer <token> or the {COOKIE_NAME} cookie",
@@ -147,15 +127,16 @@ class Authenticator:
         except TokenError as exc:
             raise unauthorized(str(exc)) from None
 
-    async def stream_grant(self, scope: Mapping[str, Any]) -> Grant:
-        """From the bearer header, a ticket or the cookie, in that order."""
-        token = bearer_token(scope)
+    async def stream_grant(self, credentials: Credentials, keep_ticket: bool = False) -> Grant:
+        """From the bearer header, a ticket or the cookie, in that order; ``keep_ticket``
+        reads a ticket without using it up (a HEAD answers as GET would, and leaves the
+        ticket for the GET)."""
+        token = bearer_token(credentials)
         if token is not None:
             return self._verified(token)
-        ticket = ticket_value(scope)
+        ticket = ticket_value(credentials)
         if ticket is not None:
-            # HEAD answers as GET would, and leaves the ticket for the GET.
-            grant = await self.tickets.take(ticket, keep=scope.get("method") == "HEAD")
+            grant = await self.tickets.take(ticket, keep=keep_ticket)
             if grant is None:
                 raise unauthorized("ticket unknown, expired or already used")
             try:
@@ -163,21 +144,11 @@ class Authenticator:
             except TokenError as exc:
                 raise unauthorized(str(exc)) from None
             return grant
-        token = cookie_token(scope)
+        token = cookie_token(credentials)
         if token is not None:
             return self._verified(token)
         raise unauthorized(
-            f"credentials needed: Authorization: Bearer <token>, ?{TICKET_PARAM}= "
+            f"credentials needed: Authorization: Bearer <token>, ?{TICKET_PARAMETER}= "
             f"(POST /api/sse/ticket) or the {COOKIE_NAME} cookie",
             missing=True,
         )
-
-
-def redacted_query(query_string: bytes) -> str:
-    """A query string fit for logs: every ``ticket`` value replaced by ``***``.
-
-    Parsed rather than pattern-matched, so ``tick%65t=`` (which the parser
-    decodes to ``ticket``) is caught too.
-    """
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    return urlencode([(k, "***" if k == TICKET_PARAM else v) for k, v in pairs], safe=",*")

@@ -1,15 +1,8 @@
-"""Open streams per client address on this process (SPEC "Per-client limit").
+"""Open streams per client address on this process: the per-client limit.
 
-The address is the ASGI scope's ``client``. Under ``sse-gateway`` that is
-uvicorn's doing: its proxy-headers middleware (on by default) replaces the
-peer with the right-most untrusted ``X-Forwarded-For`` entry only when the
-peer is listed in ``FORWARDED_ALLOW_IPS`` (default ``127.0.0.1,::1``), so a
-client that is not a trusted proxy cannot pick its own address by sending
-the header. Counting is per exact address string, with IPv4-mapped IPv6
-addresses folded to IPv4 (a dual-stack listener sees both spellings).
-
-A slot is taken before the stream starts and given back when it ends,
-whatever the reason; an address without streams takes no memory.
+The address is the ASGI scope's ``client`` (uvicorn replaces the peer with the
+``X-Forwarded-For`` entry only for peers in ``FORWARDED_ALLOW_IPS``), IPv4-mapped IPv6
+addresses folded to IPv4. An address without streams takes no memory.
 """
 
 from __future__ import annotations

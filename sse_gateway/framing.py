@@ -1,15 +1,8 @@
-"""SSE framing: turning an event into the exact bytes of the wire format.
+"""SSE framing: an event as the exact bytes of the wire format, built once for every client.
 
-A pure module (no Starlette, no Redis). Each event is framed once and the same
-``bytes`` object goes to every client.
-
-The WHATWG parser splits a stream into lines on CRLF, LF or CR and ends an
-event at an empty line. So a payload is split on all three line breaks and
-each piece becomes its own ``data:`` line; a payload can then never end an
-event early or forge a field of another one. Event names are checked against
-the contract's rule, which excludes every control character; an event id is
-made by the gateway (``sse_gateway.history.event_id``) and is checked the
-same way, so it cannot carry a line break either.
+Pure (no Starlette, no Redis). A payload is split on CRLF, LF and CR, each piece its own
+``data:`` line, so no payload can end an event early or forge a field; names and ids
+match the contract's rule, which excludes every control character.
 """
 
 from __future__ import annotations

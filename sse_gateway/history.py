@@ -1,17 +1,9 @@
 """Event ids and the per-process history a stream resumes from.
 
-An id is a hash of the event name and the data bytes, so every replica gives
-the same message the same id without talking to the others. The history
-keeps, per event type, the newest ``size`` entries (seq, id, frame), and
-``replay`` returns what a stream missed after an id, or None when it cannot
-say exactly (the stream gets ``resync``): an id relayed more than once
-(ambiguous), an id of a type outside what the stream may see, or an event
-after it that has already left the history. Never a silent gap.
-
-Memory is capped by ``max_bytes``, counted as what the history really holds:
-each entry's tuple, id, seq and index slot, and each frame's object, bytes and
-chunk (constants measured with ``tracemalloc``). A latest-only type keeps only
-its newest frame; its older entries keep just their seq and id.
+An id is a hash of the event name and the data, the same on every replica. The history
+keeps, per type, the newest entries; ``replay`` says exactly what a stream missed after
+an id, or None (ambiguous, outside its types, or gone from the history): never a silent
+gap. Memory is capped in bytes counted as what the history really holds.
 """
 
 from __future__ import annotations

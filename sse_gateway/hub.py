@@ -1,17 +1,9 @@
 """The fan-out hub: who listens to which events, and handing each frame to them.
 
-The hub knows neither HTTP nor Redis. A subscriber is anything with
-``offer(frame) -> bool``; the hub calls it synchronously, so nothing in the
-fan-out awaits a client. ``offer`` returning False means the subscriber could
-not keep up (its bounded buffer is full): the hub drops it at once, and the
-subscriber ends its own stream. A subscriber that raises instead is a bug
-in that subscriber, not in the fan-out: it is dropped (and told to close),
-logged at a limited rate, and every other subscriber still gets the frame.
-Ordering: frames reach each subscriber in the
-order ``publish`` was called. Delivery is at most once per subscription.
-
-Closing the hub (draining) ends every subscription with a final frame chosen
-per subscriber, and refuses new ones.
+It knows neither HTTP nor Redis. Subscribers are offered each frame synchronously, in
+publish order, so the fan-out never awaits a client; one that refuses (its bound is
+full) or raises is dropped without holding up the others. Closing the hub (draining)
+ends every subscription, each with a final frame of its own, and refuses new ones.
 """
 
 from __future__ import annotations
@@ -32,8 +24,8 @@ class Subscriber(Protocol):
     def offer(self, frame: Frame) -> bool:
         """Take ``frame`` without blocking; False when the subscriber must be cut."""
 
-    def close(self, final_frame: bytes) -> None:
-        """End the stream after ``final_frame`` (the hub no longer feeds it)."""
+    def close(self, final_frame: bytes, reason: str | None = None) -> None:
+        """End the stream after ``final_frame``, for ``reason`` (the hub no longer feeds it)."""
 
 
 class HubClosed(Exception):
@@ -158,8 +150,9 @@ class Hub:
                 subscriber.close(b"")
         return delivered
 
-    def close(self, final_frame: Callable[[], bytes]) -> None:
-        """Refuse new subscriptions and end every stream, each with its own final frame."""
+    def close(self, final_frame: Callable[[], bytes], reason: str | None = None) -> None:
+        """Refuse new subscriptions and end every stream, each with its own final frame,
+        telling each the ``reason``."""
         self.closed = True
         everyone = list(self._selection)
         self._selection.clear()
@@ -167,6 +160,6 @@ class Hub:
         self._by_event.clear()
         for subscriber in everyone:
             try:
-                subscriber.close(final_frame())
+                subscriber.close(final_frame(), reason)
             except Exception as exc:  # one broken stream must not keep the others open
                 log.warning("close-failed", "closing a subscriber raised: %r", exc)

@@ -1,19 +1,9 @@
 """The gateway's Prometheus metrics, and rendering them for ``/metrics``.
 
-With several workers (``--workers``), prometheus-client's multiprocess mode
-is used: each worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``
-and ``/metrics`` on any worker sums them, so a scrape through the shared port
-sees the whole gateway, not one random worker. Gauges use ``livesum`` /
-``livemin``, which only leave out a dead worker once its files are marked
-dead: uvicorn's supervisor replaces a killed worker without telling
-prometheus-client, so every scrape first marks the files of workers that no
-longer run (``mark_process_dead``, the hook prometheus-client documents for
-exactly this). Counters of a dead worker stay in the sum, as counters must.
-
-Each HELP text says how the workers combine. ``process_*`` describe this
-process (one worker: prometheus-client's process collector); with several
-workers each one reports its own, labelled ``pid``. No ``*_created`` series:
-multiprocess mode cannot make them, so one worker does not either.
+With several workers, prometheus-client's multiprocess mode sums the workers' files, so
+a scrape of the shared port sees the whole gateway. uvicorn's supervisor replaces a
+killed worker without telling prometheus-client, so each scrape first marks the gauges
+of workers that no longer run as dead. Each HELP text says how the workers combine.
 """
 
 from __future__ import annotations
@@ -45,7 +35,9 @@ _FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; see above
+        # Process-wide: multiprocess mode cannot make *_created series, so one worker
+        # does not either.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         # In multiprocess mode samples go to files, not to a registry.
         reg = None if multiprocess() else (registry or CollectorRegistry())
         self.registry = reg
@@ -54,17 +46,15 @@ class GatewayMetrics:
             ProcessCollector(registry=reg)
         else:
             self.process = _WorkerProcessGauges()
+        self._stream_metrics(reg)
+        self._relay_metrics(reg)
+
+    def _stream_metrics(self, reg: CollectorRegistry | None) -> None:
         self.open_streams = Gauge(
             "sse_open_streams",
             f"SSE streams open now{_SUMMED}",
             registry=reg,
             multiprocess_mode="livesum",
-        )
-        self.redis_up = Gauge(
-            "sse_redis_up",
-            "1 while the Redis subscription is live (with several workers: 0 if any is down)",
-            registry=reg,
-            multiprocess_mode="livemin",
         )
         self.streams_opened = Counter(
             "sse_streams_opened", f"SSE streams opened{_SUMMED}", registry=reg
@@ -82,6 +72,28 @@ class GatewayMetrics:
             ["reason"],
             registry=reg,
         )
+        self.slow_clients_cut = Counter(
+            "sse_slow_clients_cut", f"clients cut for falling behind{_SUMMED}", registry=reg
+        )
+        self.events_conflated = Counter(
+            "sse_events_conflated",
+            f"queued latest-only events replaced by a newer one for a slow client{_SUMMED}",
+            registry=reg,
+        )
+        self.catch_up_failed = Counter(
+            "sse_catch_up_failed",
+            "new streams' openings that could not confirm this process had caught up with "
+            f"Redis{_SUMMED}",
+            registry=reg,
+        )
+
+    def _relay_metrics(self, reg: CollectorRegistry | None) -> None:
+        self.redis_up = Gauge(
+            "sse_redis_up",
+            "1 while the Redis subscription is live (with several workers: 0 if any is down)",
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
         self.events_relayed = Counter(
             "sse_events_relayed", f"channel messages relayed to clients{_EACH}", registry=reg
         )
@@ -94,24 +106,10 @@ class GatewayMetrics:
             ["reason"],
             registry=reg,
         )
-        self.slow_clients_cut = Counter(
-            "sse_slow_clients_cut", f"clients cut for falling behind{_SUMMED}", registry=reg
-        )
         self.redis_reconnects = Counter(
             "sse_redis_reconnects",
             "Redis subscription re-established (each worker process holds its own "
             "subscription: summed over them)",
-            registry=reg,
-        )
-        self.events_conflated = Counter(
-            "sse_events_conflated",
-            f"queued latest-only events replaced by a newer one for a slow client{_SUMMED}",
-            registry=reg,
-        )
-        self.catch_up_failed = Counter(
-            "sse_catch_up_failed",
-            "new streams' openings that could not confirm this process had caught up with "
-            f"Redis{_SUMMED}",
             registry=reg,
         )
         self.health_age = Gauge(

@@ -1,16 +1,9 @@
 """The path probe: ``GET /api/sse?probe=1``, a stream that shows what lies between.
 
-A probe stream carries ``event: probe`` with data ``{"n": 0|1|2, "ts": …}``
-at 0, 1 and 2 seconds after its response starts, then only the gateway's
-pings: no snapshots, no channel events. ``connectome-sse doctor`` reads it
-from the far side of every proxy: probes that arrive bunched instead of a
-second apart mean something buffered the stream, and the silence after the
-last probe is how it learns whether an idle stream is cut.
-
-A probe is an ordinary stream in every other way (authentication, limits,
-drain). Its three frames are offered to the stream's writer from loop timers,
-as the hub offers every other frame: no task per probe. Gateway-made events
-carry no ``id:``, so a browser's last event id is untouched.
+A probe stream gets ``event: probe`` (``{"n": 0|1|2, "ts": …}``) 0, 1 and 2 seconds after
+it starts, then only pings: ``connectome-sse doctor`` reads from the far side of every
+proxy whether they arrive a second apart (nothing buffers) and whether an idle stream
+is cut. The probes are offered from loop timers, as the hub offers any frame.
 """
 
 from __future__ import annotations
@@ -24,18 +17,8 @@ from connectome_core.contract import PROBE_EVENT
 from sse_gateway.framing import Frame, encode_json_event
 from sse_gateway.hub import Subscriber
 
-PROBE_PARAMETER = "probe"
 # Seconds after the response starts at which probe n = 0, 1, 2 is sent.
 PROBE_OFFSETS = (0.0, 1.0, 2.0)
-
-
-def probe_requested(values: list[str]) -> bool:
-    """The ``?probe=`` values of a request -> is it a probe. Raises ValueError when malformed."""
-    if not values:
-        return False
-    if values == ["1"]:
-        return True
-    raise ValueError("'probe' takes the value 1 (GET /api/sse?probe=1)")
 
 
 def probe_frame(n: int, ts: float) -> Frame:

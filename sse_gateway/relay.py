@@ -1,75 +1,37 @@
-"""The relay: channel messages in, framed events out to the hub; pings; snapshot re-sends.
+"""The relay: channel messages in, framed events out to the hub; pings; supervised tasks.
 
-It is the gateway's ``SourceListener``. Each message is checked once at the
-Redis boundary (event name, size, UTF-8), framed once, and the same bytes go
-to every subscriber. A bad message is counted, logged (rate-limited) and
-skipped; nothing a publisher sends can stop the relay, and neither can a bug
-below ``on_message``: it is caught per message and counted as ``internal``.
-A message's fate is decided once, before it enters the history or the hub:
-from then on it goes to both (a history that fails is cleared, so no replay
-can skip the message), relayed live and replayed alike.
-
-Its two tasks (the Redis reader and the ping tick) are supervised: one that
-ends is logged and restarted after a backoff, and until it runs again
-``redis_up`` is False, so ``/readyz`` says 503 and pings say
-``"redis": "down"``: readiness tells the truth.
-
-After a resubscription the snapshots are read again and re-sent, ordered
-against live events: a snapshot is skipped for an event type that had a live
-message since the re-read began (that message is at least as new). One
-re-send runs at a time, and re-sends start at least ``RESEND_SPACING``
-seconds apart: reconnects meanwhile ask for one more, not one each, so a
-flapping Redis cannot make every stream receive every snapshot several times
-a second. (Skipping snapshots whose bytes were relayed already would save
-more, but a stream opened while Redis was down got no snapshot and counts on
-the re-send.)
-
-Ids, history, liveness. Every relayed message and every snapshot carries the
-id of its content (``sse_gateway.history``: the same on every replica) and
-enters this process's history, which ``resume`` replays from. A re-sent
-snapshot whose id is already the newest of its type in the history is the
-event clients had: it is offered only to streams that opened without
-snapshots (``awaiting_snapshots``), not again to everyone, so no browser sees
-the same id twice. Names the gateway makes itself (``RESERVED_EVENTS``) are
-dropped from channels and snapshots (reason ``reserved``). Each relayed
-``connectome_health`` feeds ``Liveness``; a third supervised task turns the
-state stale and broadcasts ``health_stale`` (and keeps the age gauge fresh).
+It is the gateway's ``SourceListener``. A message is checked once (event name, size,
+UTF-8, reserved names), given its content id, framed once, then recorded in the
+history and offered to the hub: relayed live and replayed alike. Nothing a publisher
+sends, and no bug below ``on_message``, stops the relay: a bad message is counted and
+skipped. Its tasks (the Redis reader, the ping tick, the health watch) are restarted
+when they end, and ``redis_up`` is False meanwhile, so readiness and pings tell the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 from connectome_core.backoff import Backoff
-from connectome_core.contract import (
-    HEALTH_EVENT,
-    PING_EVENT,
-    RESERVED_EVENTS,
-    RESYNC_EVENT,
-    event_from_channel,
-    snapshot_key,
-)
+from connectome_core.contract import HEALTH_EVENT, PING_EVENT, RESERVED_EVENTS, event_from_channel
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
+from sse_gateway.health_watch import HealthWatch, payload_ts
 from sse_gateway.history import History, event_id
-from sse_gateway.hub import Hub, Subscriber
-from sse_gateway.liveness import Liveness, payload_ts
+from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
-from sse_gateway.snapshots import SharedCall, SnapshotReader
-from sse_gateway.source import EventSource, SourceUnavailable
+from sse_gateway.source import EventSource
 
 log = logging.getLogger("sse_gateway.relay")
 _limited = RateLimitedLog(log)
 
-READER, PINGS, LIVENESS = "redis reader", "ping tick", "liveness watch"
-RESEND_SPACING = 5.0  # seconds between the starts of two snapshot re-sends
-LIVENESS_TICK = 0.5  # seconds between liveness checks: health_stale within stale_after + 0.5
-RESYNC_FRAME = Frame(encode_json_event(RESYNC_EVENT, {"reason": "unknown_id"}))
+READER, PINGS, HEALTH_WATCH = "redis reader", "ping tick", "health watch"
+HEALTH_WATCH_TICK = 0.5  # seconds between health checks: health_stale within stale_after + 0.5
 
 
 class Relay:
@@ -78,7 +40,6 @@ class Relay:
         hub: Hub,
         source: EventSource,
         metrics: GatewayMetrics,
-        *,
         max_event_bytes: int,
         ping_interval: float,
         history: int = 256,
@@ -90,25 +51,23 @@ class Relay:
         self.metrics = metrics
         self.max_event_bytes = max_event_bytes
         self.ping_interval = ping_interval
-        # Snapshots are checked and framed once per read, however many streams share it.
-        self.snapshots = SnapshotReader(self._read_framed_snapshots)
-        # "Has this process relayed everything Redis took until now?", shared the same way.
-        self.catch_up = SharedCall(self.source.caught_up)
+        # The one place that decides which types are latest-only: their frames say so.
+        self.latest_only = frozenset(latest_only)
+        self.history = History(history, latest_only=self.latest_only)
+        self.health = HealthWatch(health_stale_after)
         # Lines that bad input can repeat go through here: one per reason per interval.
         self.drop_log = RateLimitedLog(log)
+        # Called after every new subscription but the first (a resumed one lost nothing).
+        self.on_resubscribed: Callable[[], None] = lambda: None
         self._subscribed = False
         self._failed: set[str] = set()  # supervised tasks that ended and wait for a restart
         self._connected_once = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._resend: asyncio.Task[None] | None = None
-        self._resend_again = False
-        self._live_watch: list[set[str]] = []  # event types relayed while a re-read runs
-        self._last_resend = -RESEND_SPACING
-        self.latest_only = frozenset(latest_only)
-        self.history = History(history, latest_only=self.latest_only)
-        self.liveness = Liveness(health_stale_after)
-        # Streams that opened without snapshots (Redis was down): the next re-send is theirs.
-        self.awaiting_snapshots: weakref.WeakSet[Subscriber] = weakref.WeakSet()
+        self._live_watch: list[set[str]] = []  # event types relayed while someone watches
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
 
     @property
     def redis_up(self) -> bool:
@@ -119,15 +78,11 @@ class Relay:
     def ready(self) -> bool:
         return self.redis_up
 
-    @property
-    def snapshots_resending(self) -> bool:
-        return self._resend is not None and not self._resend.done()
-
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         self._spawn(self._keep_running(READER, lambda: self.source.run(self)))
         self._spawn(self._keep_running(PINGS, self._ping_forever))
-        self._spawn(self._keep_running(LIVENESS, self._watch_liveness))
+        self._spawn(self._keep_running(HEALTH_WATCH, self._watch_health))
 
     async def _keep_running(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         backoff = Backoff(base=0.1, cap=5.0)
@@ -147,24 +102,11 @@ class Relay:
                 self._publish_up()
 
     async def stop(self, timeout: float = 2.0) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        # Bounded: a task that ignores its cancellation must not hold the exit.
-        _, stuck = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
-        for task in stuck:
-            log.error("relay task did not stop within %.1fs: %r", timeout, task)
+        await stop_tasks(self._tasks, timeout)
         await self.source.aclose()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("relay task failed", exc_info=task.exception())
+        return spawn(self._tasks, coro)
 
     # -- SourceListener ----------------------------------------------------
     def on_message(self, channel: str, data: bytes) -> None:
@@ -203,15 +145,28 @@ class Relay:
             if _limited.log(logging.ERROR, "history", "history failed; cleared: %r", exc):
                 log.error("traceback of the failure above", exc_info=exc)
         if event == HEALTH_EVENT:
-            self.liveness.record(ts)
+            self.health.record(ts)
         return self.hub.publish(event, frame)
+
+    def commit_snapshot(self, event: str, frame: Frame) -> None:
+        """Relay a re-read snapshot that is newer than what went out, as its message would."""
+        ts = payload_ts(frame_payload(frame)) if event == HEALTH_EVENT else None
+        self._commit(event, frame, ts)
+
+    @contextlib.contextmanager
+    def watching_live(self) -> Iterator[set[str]]:
+        """The event types relayed live while the block runs."""
+        live: set[str] = set()
+        self._live_watch.append(live)
+        try:
+            yield live
+        finally:
+            self._live_watch.remove(live)
 
     def on_connected(self, resumed: bool = False) -> None:
         if self._connected_once and not resumed:
             self.metrics.redis_reconnects.inc()
-            # A change made while we were away must not be missed: re-send snapshots.
-            # (A resumed subscription lost nothing: no re-send.)
-            self._request_resend()
+            self.on_resubscribed()  # a change made while we were away must not be missed
         self._connected_once = True
         self._subscribed = True
         self._publish_up()
@@ -230,10 +185,12 @@ class Relay:
         if event is None:
             self._drop("bad_event_name", channel, len(data))
             return None
-        frame = self._encode(event, channel, data)
+        frame = self.encode(event, channel, data)
         return None if frame is None else (event, frame)
 
-    def _encode(self, event: str, origin: str, data: bytes) -> Frame | None:
+    def encode(self, event: str, origin: str, data: bytes) -> Frame | None:
+        """``data`` of ``event`` framed with its id, or None (counted and logged) when it
+        may not go out; ``origin`` (a channel or a snapshot key) names it in the log."""
         if event in RESERVED_EVENTS:  # only the gateway makes these: clients trust them
             self._drop("reserved", origin, len(data))
             return None
@@ -255,129 +212,25 @@ class Relay:
             reason, "dropped message on %r (%d bytes): %s", origin[:100], size, reason
         )
 
-    async def _read_framed_snapshots(self) -> dict[str, Frame]:
-        """Event name -> framed snapshot; bad snapshots are counted and logged, once per read.
-
-        Returned once this process has also relayed every message published before the
-        read (``EventSource.caught_up``, when a snapshot is not yet the newest relayed
-        of its type): a stream's queue then holds the live copy of each snapshot that
-        was published (``StreamWriter.release`` drops it and anything
-        older), so a replica that lags behind Redis never shows a snapshot followed by
-        older live events. When that cannot be told in time the snapshots are used anyway
-        (counted): a stream must not wait on a slow Redis for ever.
-        """
-        framed = {}
-        for event, data in (await self.source.read_snapshots()).items():
-            frame = self._encode(event, snapshot_key(event), data)
-            if frame is not None:
-                framed[event] = frame
-        # Only when needed: a snapshot that is the newest this process relayed of its type
-        # proves every older event of that type was relayed too. So a process that keeps
-        # up (the common case, a reconnect storm included) pays nothing.
-        behind = any(self.history.newest_id(e) != f.event_id for e, f in framed.items())
-        if behind:
-            await self._caught_up(self.source.caught_up)
-        return framed
-
-    async def caught_up(self) -> bool:
-        """Whether this process has relayed everything Redis took until now (one round
-        trip shared by every caller meanwhile); False, counted, when that cannot be told."""
-        return await self._caught_up(self.catch_up.read)
-
-    async def _caught_up(self, ask: Callable[[], Awaitable[bool]]) -> bool:
-        try:
-            if await ask():
-                return True
-        except Exception as exc:  # a bug here must not end the stream that asked
-            if _limited.log(logging.ERROR, "catch_up_bug", "catch-up check failed: %r", exc):
-                log.error("traceback of the failure above", exc_info=exc)
-        self.metrics.catch_up_failed.inc()
-        _limited.warning("catch_up", "could not confirm that this process has caught up with Redis")
-        return False
-
-    @staticmethod
-    def select(framed: dict[str, Frame], events: frozenset[str] | None) -> list[Frame]:
-        """The framed snapshots of the selected event types (None: all)."""
-        if events is None:
-            return list(framed.values())
-        return [frame for event, frame in framed.items() if event in events]
-
-    # -- resume ---------------------------------------------------------------
-    def resume(self, last_id: str, events: frozenset[str] | None) -> list[Frame] | None:
-        """What a stream resuming after ``last_id`` missed; None: unknown, resync instead.
-
-        Synchronous on purpose: called right after the stream subscribed, with no
-        await in between, so every frame is either in the replay or live, once.
-        """
-        after = self.history.lookup(last_id, events)
-        if after is None:
-            return None
-        return self.history.replay(after, events)
-
-    def opening_extras(self) -> list[Frame]:
-        """Frames a new stream gets after its snapshot or replay: health_stale while stale."""
-        return [self.liveness.stale_frame()] if self.liveness.stale else []
-
-    def _request_resend(self) -> None:
-        if self.snapshots_resending:
-            self._resend_again = True  # one more after this one, however many reconnects
-            return
-        self._resend = self._spawn(self._resend_snapshots())
-
-    async def _resend_snapshots(self) -> None:
-        again = True
-        while again:
-            # Spaced: a Redis that accepts and drops connections gets one re-send per
-            # RESEND_SPACING at most, however often it flaps.
-            wait = self._last_resend + RESEND_SPACING - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_resend = time.monotonic()
-            self._resend_again = False
-            live: set[str] = set()
-            self._live_watch.append(live)
-            failed = False
-            try:
-                framed = await self.snapshots.read()
-            except SourceUnavailable as exc:
-                _limited.warning("resend", "could not re-read snapshots after reconnect: %s", exc)
-                framed, failed = {}, True
-            finally:
-                self._live_watch.remove(live)
-            waiting = list(self.awaiting_snapshots)
-            if not failed:
-                self.awaiting_snapshots = weakref.WeakSet()
-            for event, frame in framed.items():
-                if event in live:
-                    continue  # a live event came after the re-read began: it is as new
-                if frame.event_id == self.history.newest_id(event):
-                    # Clients have this one already: only streams that got no snapshot.
-                    self.hub.publish_to(event, frame, waiting)
-                    continue
-                ts = payload_ts(frame_payload(frame)) if event == HEALTH_EVENT else None
-                self._commit(event, frame, ts)
-            # A failed read is tried again while subscribed: streams opened during the
-            # outage got no snapshot and count on this one.
-            again = self._resend_again or (failed and self._subscribed)
-
-    # -- pings --------------------------------------------------------------
+    # -- pings and the health watch -----------------------------------------
     def ping_frame(self) -> bytes:
         return encode_json_event(
             PING_EVENT,
             {
                 "ts": round(time.time(), 3),
                 "redis": "up" if self.redis_up else "down",
-                "health_age": self.liveness.ping_age(),
+                "health_age": self.health.ping_age(),
             },
         )
 
-    async def _watch_liveness(self) -> None:
+    async def _watch_health(self) -> None:
         # One timer per process: stale for every stream at once, and the age gauge.
         while True:
-            self.metrics.health_age.set(self.liveness.silent_for())
-            if self.liveness.turn_stale():
-                self.hub.broadcast(self.liveness.stale_frame())
-            await asyncio.sleep(min(LIVENESS_TICK, self.liveness.until_due() or LIVENESS_TICK))
+            self.metrics.health_age.set(self.health.silent_for())
+            if self.health.turn_stale():
+                self.hub.broadcast(self.health.stale_frame())
+            tick = HEALTH_WATCH_TICK
+            await asyncio.sleep(min(tick, self.health.until_due() or tick))
 
     async def _ping_forever(self) -> None:
         # One tick for every stream of the process: no per-client timers.
@@ -388,6 +241,29 @@ class Relay:
             except Exception as exc:  # one bad tick never ends the pings
                 if _limited.log(logging.ERROR, "ping", "ping tick failed: %r", exc):
                     log.error("traceback of the failure above", exc_info=exc)
+
+
+def spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task kept in ``tasks`` until it ends; its failure is logged."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(lambda done: _task_done(tasks, done))
+    return task
+
+
+def _task_done(tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("relay task failed", exc_info=task.exception())
+
+
+async def stop_tasks(tasks: set[asyncio.Task[None]], timeout: float) -> None:
+    for task in list(tasks):
+        task.cancel()
+    # Bounded: a task that ignores its cancellation must not hold the exit.
+    _, stuck = await asyncio.wait(tasks, timeout=timeout) if tasks else ((), ())
+    for task in stuck:
+        log.error("relay task did not stop within %.1fs: %r", timeout, task)
 
 
 def frame_payload(frame: Frame) -> bytes:

@@ -1,12 +1,8 @@
 """Running the gateway under uvicorn: one process, or N workers sharing one port.
 
-Each worker is a full gateway (its own Redis subscription, hub and relay)
-built by ``app_from_environ`` from the settings the parent exports, so flags
-given to the parent reach every worker. With several workers, metrics go
-through prometheus-client's multiprocess directory, created here and removed
-on exit. Workers also ask the kernel to SIGTERM them when the supervisor
-dies: uvicorn's supervisor has no way to stop them after a ``kill -9``, and an
-orphaned worker would keep holding the port and its clients forever.
+Each worker is a full gateway built from the settings its parent exports; several
+workers share a multiprocess metrics directory, and each asks the kernel for SIGTERM
+when its supervisor dies (uvicorn cannot stop them after a ``kill -9``).
 """
 
 from __future__ import annotations

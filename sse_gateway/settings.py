@@ -1,4 +1,4 @@
-"""The gateway's settings (SPEC "Settings"), one frozen model read once at start."""
+"""The gateway's settings, one frozen model read once at start."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ class GatewaySettings(RedisSettings):
         description="open streams per client address per process; 0: no limit",
     )
 
-    # Resume, latest-only types, publisher liveness (sse_gateway.history, .liveness).
+    # Resume, latest-only types, publisher health (sse_gateway.history, .health_watch).
     history: int = Field(
         256,
         ge=100,
@@ -174,7 +174,7 @@ class GatewaySettings(RedisSettings):
 
     @property
     def connection_cap(self) -> int:
-        """Open sockets per process: streams, plus room for probes, metrics and refusals."""
+        """Open sockets per process: streams, plus room for health checks, metrics and refusals."""
         return self.limit_concurrency or self.max_connections + 1024
 
     @model_validator(mode="after")

@@ -1,12 +1,8 @@
 """Draining on SIGTERM/SIGINT, before the server starts waiting for open streams.
 
-uvicorn, on a signal, stops accepting and then waits for every open
-connection to finish before it runs the lifespan shutdown: with endless SSE
-streams that wait would last until its timeout. So the gateway hooks the
-signal itself: the handler schedules ``drain`` (which ends every stream with
-a jittered ``retry:``) on the event loop, then hands the signal on to the
-server's own handler. Installed during the lifespan, when the server's
-handlers are already in place, and removed at its end.
+uvicorn waits for every open connection before its lifespan shutdown, which for endless
+streams means its timeout; so the gateway's handler schedules ``drain`` first, then hands
+the signal on to the server's own handler.
 """
 
 from __future__ import annotations

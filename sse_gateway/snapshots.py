@@ -1,17 +1,8 @@
-"""Reading snapshots for new streams, one read shared by everyone who asked meanwhile.
+"""One read shared by every caller who asked meanwhile: snapshots, and the catch-up barrier.
 
-A client may only use a read that STARTED after it subscribed to the hub: an
-older read could predate an event the client has already missed. So callers
-join the next batch; a batch starts its read once the previous read is done,
-and everyone who joined before that start shares the result. A reconnect
-storm of thousands of clients costs a handful of Redis reads, not thousands.
-The same holds for the relay's other question to Redis around connect, "has
-this process caught up with you?" (``EventSource.caught_up``): ``SharedCall``
-is the batching, whatever the call returns.
-
-Around connect, delivery is at least once: an event published while a
-client's read is under way may reach it both in the snapshot and live, but
-never in neither (``StreamWriter.release`` then drops the live copy).
+A caller may only use a read that started after it asked (after its stream subscribed):
+callers join the next batch, which starts once the previous read is done. A reconnect
+storm of thousands of streams costs a handful of Redis reads.
 """
 
 from __future__ import annotations

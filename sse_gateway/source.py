@@ -1,32 +1,7 @@
 """Where events come from: the contract between the gateway and its one Redis reader.
 
-An ``EventSource`` holds ONE subscription to every ``sse:*`` channel for the
-whole process and reports to a ``SourceListener``:
-
-- ``on_message`` for each channel message, in the order Redis sent them,
-  synchronously from the read loop: the listener must not block, and nothing
-  in the read loop waits for a client.
-- ``on_connected`` after every (re)subscription, so the listener can re-send
-  snapshots (a change made during an outage is not missed);
-  ``on_disconnected`` when the subscription is lost, or when Redis stopped
-  answering while the source keeps the subscription (a pause); then
-  ``on_connected(resumed=True)`` when that subscription answers again, which
-  lost nothing. The source reconnects by itself, with capped jittered
-  backoff, until it is cancelled. A listener that raises is logged; the
-  source goes on.
-
-``read_snapshots`` returns the current ``sse:last:*`` values; it raises
-``SourceUnavailable`` while the store cannot be reached.
-
-``caught_up`` is a barrier: it returns True once every message published
-before the call began has been given to the listener, False when that cannot
-be told now (no subscription, the round trip refused or too slow). A reader
-can fall behind Redis (a replica whose loop is busy with a reconnect storm),
-and then a snapshot read on another connection is newer than what it has
-relayed, and an id a client got from a faster replica is not known here
-yet: a new stream waits on this before it compares either with live events.
-
-``MemorySource`` is the in-process twin for unit tests.
+An ``EventSource`` holds one subscription to every ``sse:*`` channel for the process and
+reports to a ``SourceListener``; ``MemorySource`` is its in-process twin for unit tests.
 """
 
 from __future__ import annotations
@@ -42,22 +17,31 @@ class SourceUnavailable(Exception):
 
 
 class SourceListener(Protocol):
-    def on_message(self, channel: str, data: bytes) -> None: ...
+    def on_message(self, channel: str, data: bytes) -> None:
+        """Each channel message, in the order Redis sent it, synchronously from the read
+        loop: it must not block (nothing in the read loop waits for a client)."""
 
-    def on_connected(self, resumed: bool = False) -> None: ...
+    def on_connected(self, resumed: bool = False) -> None:
+        """After every (re)subscription (snapshots may have changed meanwhile); with
+        ``resumed``, the kept subscription answers again after a pause and lost nothing."""
 
-    def on_disconnected(self) -> None: ...
+    def on_disconnected(self) -> None:
+        """The subscription is lost, or Redis stopped answering while it is kept."""
 
 
 class EventSource(Protocol):
     async def run(self, listener: SourceListener) -> None:
-        """Subscribe and report to ``listener`` until cancelled."""
+        """Subscribe and report to ``listener`` until cancelled, reconnecting by itself (a
+        listener that raises is logged; the source goes on)."""
 
     async def read_snapshots(self) -> dict[str, bytes]:
-        """Event name -> latest snapshot, for every event that has one."""
+        """Event name -> latest snapshot, for every event that has one; raises
+        ``SourceUnavailable`` while the store cannot be reached."""
 
     async def caught_up(self) -> bool:
-        """True once everything published before this call reached the listener."""
+        """True once everything published before this call reached the listener; False when
+        that cannot be told now. A reader can lag behind Redis (a busy process): a stream
+        waits on this before it compares a snapshot or an unknown id with live events."""
 
     async def aclose(self) -> None: ...
 

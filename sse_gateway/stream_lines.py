@@ -1,33 +1,23 @@
 """The log lines of stream opens and closes: one each, ``key=value``, within a budget.
 
-Opens and closes come as often as clients do, and a reconnect storm brings
-thousands a second: past ``per_second`` lines in a second the rest are
-counted, and the next line that goes out is preceded by how many were held
-back (at debug level every line goes out: that level asks for everything).
-The fields are never a credential: the peer, the token's subject, the
-selected events and how the stream opened; then its duration, the bytes and
-events sent, and why it ended.
+A reconnect storm brings thousands a second: past ``per_second`` lines in a second the
+rest are counted and reported by the next line that goes out (debug level lets every
+line out). The same fields go on each record as ``extra`` (the JSON log format shows
+them); never a credential.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from sse_gateway.stream_writer import CUT, TIMEOUT
 
 log = logging.getLogger("sse_gateway.stream")
 
 MAX_FIELD_CHARS = 64
 
-# Why a stream ended, as its close line says it.
-CLIENT, CUT, TIMEOUT, DRAIN, EXPIRED, ERROR = (
-    "client",
-    "cut",
-    "timeout",
-    "drain",
-    "expired",
-    "error",
-)
 # Ends that are the client's pace, not routine: logged as warnings.
 _SLOW = frozenset({CUT, TIMEOUT})
 
@@ -48,10 +38,12 @@ class LineBudget:
         self._used = 0
         self._held = 0
 
-    def log(self, level: int, msg: str, *args: object) -> bool:
+    def log(
+        self, level: int, msg: str, *args: object, extra: Mapping[str, object] | None = None
+    ) -> bool:
         """Log unless this second's budget is spent; True when the line went out."""
         if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, extra=extra)
             return True
         now = self.clock()
         if now - self._window >= 1.0:
@@ -62,7 +54,7 @@ class LineBudget:
             return False
         self._used += 1
         self.flush()
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, extra=extra)
         return True
 
     def flush(self) -> None:
@@ -94,13 +86,12 @@ class StreamLines:
 
     def opened(self, peer: str, sub: str | None, events: frozenset[str] | None, how: str) -> None:
         if self.budget.logger.isEnabledFor(logging.INFO):
+            fields = {"peer": peer, "sub": field(sub), "events": selection(events), "opening": how}
             self.budget.log(
                 logging.INFO,
                 "stream opened peer=%s sub=%s events=%s opening=%s",
-                peer,
-                field(sub),
-                selection(events),
-                how,
+                *fields.values(),
+                extra=fields,
             )
 
     def closed(
@@ -108,13 +99,22 @@ class StreamLines:
     ) -> None:
         level = logging.WARNING if reason in _SLOW else logging.INFO
         if self.budget.logger.isEnabledFor(level):
+            fields = {
+                "peer": peer,
+                "sub": field(sub),
+                "duration": round(seconds, 1),
+                "bytes": sent,
+                "events": events,
+                "reason": reason,
+            }
             self.budget.log(
                 level,
                 "stream closed peer=%s sub=%s duration=%.1fs bytes=%d events=%d reason=%s",
                 peer,
-                field(sub),
+                fields["sub"],
                 seconds,
                 sent,
                 events,
                 reason,
+                extra=fields,
             )

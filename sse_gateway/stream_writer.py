@@ -1,53 +1,13 @@
 """One client's SSE stream over an ASGI ``send``: the hub's subscriber for HTTP clients.
 
-The fast path is why this module exists. Fanning an event out to thousands
-of streams must not wake thousands of tasks: when a client's connection can
-take bytes, ``offer`` writes them right there, synchronously: through the
-server's ``DirectBody`` when it offers one (the event's chunk-framed bytes,
-built once for all clients), else by running the ASGI ``send`` coroutine to
-completion by hand. An ASGI server only suspends a body ``send`` when the
-transport is paused for flow control (the client reads slower than we
-write). Only then does the writer start a task that finishes that send and
-then writes, frame by frame, whatever queued up behind it.
-
-Bounds: at most ``limit`` frames and ``max_bytes`` bytes wait behind a
-stalled write; one more and the client is cut (its stream ends, its browser
-reconnects and gets the snapshot). A single frame is always taken, so the
-queue of one client holds at most ``max(max_bytes, one frame)``. Frames that
-wait while the stream is still *holding* (its snapshot is being read), and
-the opening itself, are not the client's pace: they count only against
-``max_bytes``, the memory bound, never against ``limit``. A stream closed
-while a write is stalled is aborted when the server offers a way
-(``DirectBody.abort``): waiting for a client that stopped reading to take a
-goodbye would hold its connection for ever. Frames are shared ``bytes``
-objects, written one by one (an opening's small ones joined in pieces of at
-most ``COALESCED_BYTES``), so a waiting frame costs a reference, not a copy.
-
-A write that fails (the client's connection is already gone) closes this
-writer and nothing else: one client's error never reaches the hub's fan-out.
-
-Latest-only types (``Frame.conflate``). Once frames wait (behind a stalled
-write or the snapshot read), a frame of a latest-only type replaces the
-queued one of the same type (``on_conflate`` counts it) instead of queuing
-behind it, and never counts against ``limit``: a slow dashboard is never cut
-for health events and, when it reads again, gets the newest one, not a
-backlog. (Conflating as soon as anything waits, rather than only once the
-buffer is full, is what keeps that newest one at most one publish old.) So
-the queue holds at most one frame per latest-only type besides the bounded
-ordinary ones. What cuts such a client is time: a write that takes no bytes
-for ``send_timeout`` seconds (the client reads nothing at all) ends the
-stream (``timed_out``).
-
-Around connect, ``release`` writes the opening (snapshots or a replay) and
-what queued meanwhile through the same path and bound as live frames, after
-dropping the queued live frames the opening already covers, so no browser
-sees an id twice or an event older than one it has: after a replay, every
-queued frame with an id (the replay was taken from the history after they
-were relayed); after snapshots, for each type, the live copy of its
-snapshot and every frame of that type queued before it (older: the snapshot
-read waits until this process caught up with Redis, see
-``Relay._read_framed_snapshots``). Frames without an id (pings,
-``health_stale``) always stay.
+Fan-out must not wake a task per client: while the connection takes bytes, ``offer``
+writes at once (through the server's ``DirectBody`` when there is one, else by running
+``send`` by hand); only a write that suspends starts a task that finishes it and writes
+what queued behind it. The queue is bounded in frames and bytes (the opening counts
+only against the bytes), latest-only frames replace their queued predecessor, and a
+client that takes no bytes for ``send_timeout`` is cut. ``release`` writes a new
+stream's opening and what queued meanwhile, minus what the opening already covers.
+The writer records why it ended (``ended_by``) at the moment it ends.
 """
 
 from __future__ import annotations
@@ -61,6 +21,17 @@ from sse_gateway.framing import Frame
 # Consecutive opening frames smaller than this together are written as one body: a
 # replay of many small events costs a few writes, and the copy stays this small.
 COALESCED_BYTES = 64 * 1024
+
+# Why a stream ended, as its close line says it. The gateway's own reasons are recorded
+# on the writer when it ends the stream; a stream with none ended on the client's side.
+CLIENT, CUT, TIMEOUT, DRAIN, EXPIRED, ERROR = (
+    "client",
+    "cut",
+    "timeout",
+    "drain",
+    "expired",
+    "error",
+)
 
 # An ASGI send whose calls are coroutines (true of every ASGI server and middleware in
 # use here); the fast path drives them by hand.
@@ -121,6 +92,7 @@ class StreamWriter:
         "bytes_sent",
         "closed",
         "cut",
+        "ended_by",
         "frames",
         "timed_out",
     )
@@ -154,6 +126,7 @@ class StreamWriter:
         self.closed = False
         self.cut = False
         self.timed_out = False
+        self.ended_by: str | None = None  # why the gateway ended it (None: it has not)
         self.frames = 0  # frames written (handed to the server), and their bytes
         self.bytes_sent = 0
 
@@ -164,8 +137,7 @@ class StreamWriter:
             if frame.conflate is not None:
                 self._conflate(frame.conflate)
             elif self._pending_bytes and self._over_limits(len(frame.data)):
-                self.cut = True
-                self.close(b"")
+                self._cut()
                 return False
             self._pending.append(frame)
             self._pending_bytes += len(frame.data)
@@ -220,8 +192,11 @@ class StreamWriter:
 
     def release(self, first: Sequence[Frame], replayed: bool = False) -> None:
         """End holding: write ``first`` (the snapshots, or a replay when ``replayed``),
-        then what queued meanwhile and is newer (see the module docstring).
+        then what queued meanwhile and is newer.
 
+        Of the queued frames, after a replay only those without an id stay (every one
+        with an id was relayed before the replay was taken from the history); after
+        snapshots, per type, the live copy of its snapshot and what queued before it go.
         Written like live frames, one by one: once a write stalls, the rest waits within
         ``max_bytes`` (one frame is always taken), or the client is cut."""
         self._holding = False
@@ -273,18 +248,25 @@ class StreamWriter:
         """Queue the opening's rest behind a stalled write, or cut the client if it cannot fit."""
         size = sum(len(frame.data) for frame in rest)
         if len(rest) > 1 and size > self._max_bytes:
-            self.cut = True
-            self.close(b"")
+            self._cut()
             return
         self._pending = rest
         self._pending_bytes = size
         self._exempt = len(rest)
 
-    def close(self, final_frame: bytes) -> None:
-        """End the stream after ``final_frame``; frames still waiting are dropped."""
+    def _cut(self) -> None:
+        """End a client that cannot keep up with its bound."""
+        self.cut = True
+        self.close(b"")
+        self.ended_by = CUT
+
+    def close(self, final_frame: bytes, reason: str | None = None) -> None:
+        """End the stream after ``final_frame``, for ``reason``; frames still waiting are
+        dropped."""
         if self.closed:
             return
         self.closed = True
+        self.ended_by = reason
         self._drop_pending()
         if self._flusher is not None and self._direct is not None:
             self._direct.abort()  # the stalled write then returns: the connection is gone
@@ -326,6 +308,7 @@ class StreamWriter:
                 await self._send({"type": "http.response.body", "body": final, "more_body": False})
         except TimeoutError:  # the client took no bytes for send_timeout: cut it
             self.cut = self.timed_out = True
+            self.ended_by = TIMEOUT
             self._broken()
         except Exception:  # the connection is gone: end this stream only
             self._broken()

@@ -1,12 +1,8 @@
-"""Tickets per minute per key (a client address, a token subject): token buckets in bounded memory.
+"""Tickets per minute per key (a client address, a token subject), in bounded memory.
 
-Each key has a bucket of ``per_minute`` tickets that refills at ``per_minute``
-a minute, so a client may take a minute's worth at once and then one every
-``60 / per_minute`` seconds. A request names several keys and is granted only
-when every one has a ticket left; a refusal takes nothing. Buckets are kept
-in order of their last take: one untouched for a minute is full again, as good
-as absent, and is dropped; past ``max_keys`` the least recently used goes
-too, so memory stays bounded whatever the number of addresses.
+Token buckets of ``per_minute`` that refill at ``per_minute`` a minute; a request is
+granted only when every key it names has a ticket left. Full buckets are forgotten, and
+past ``max_keys`` the least recently used goes too.
 """
 
 from __future__ import annotations

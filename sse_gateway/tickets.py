@@ -1,17 +1,9 @@
 """One-time stream tickets, kept in Redis so that any replica accepts each ticket once.
 
-A ticket is 256 random bits, unrelated to the token it was minted with, and
-worthless once used or ``SSE_TICKET_TTL`` seconds old (never later than its
-token's ``exp``). Redis is not trusted with it: ``TicketSeal`` binds what
-Redis holds to the ticket with keys derived from ``SSE_AUTH_SECRET``, so
-whoever can write Redis can neither invent a grant nor move one to another
-ticket, and whoever can read it learns no ticket from the key names.
-
-Taking is one ``GETDEL`` (of two replicas racing, exactly one gets the grant)
-and is never retried: if the reply is lost, the command may have run, so the
-answer is "unavailable" rather than a second ``GETDEL`` that would call the
-ticket used. A mint is retried once and idempotently: the same value under the
-same key, and finding our own value there counts as stored.
+A ticket is 256 random bits, bound to its grant by keys derived from the secret, so
+whoever can write Redis can neither invent a grant nor move one. Taking is one
+``GETDEL``, never retried (a lost reply may have taken it); a mint is retried once,
+idempotently.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A real ``sse-gateway`` process against hostile connections (issue 16, items 0, 7, 9b, 12).
+"""A real ``sse-gateway`` process against hostile connections.
 
 Each test speaks raw HTTP over a socket, because the defects live in how
 the server handles the connection, below any HTTP client library.

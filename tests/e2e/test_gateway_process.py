@@ -119,7 +119,7 @@ def test_redis_password_never_appears_in_logs(tmp_path: Path, start_gateway: Sta
         url = f"redis://:{secret}@127.0.0.1:{redis_server.port}/0"
         good = start_gateway(url).wait_ready()
         # A refused password is a setting to fix: the gateway stops at start with one
-        # line (issue 10), the password masked, rather than retrying for ever.
+        # line, the password masked, rather than retrying for ever.
         bad = start_gateway(url.replace(secret, secret + "-wrong"))
         assert bad.wait(timeout=20) != 0
         assert "cannot start: REDIS_URL: redis://:***@" in bad.log()
@@ -136,7 +136,8 @@ def test_redis_password_never_appears_in_logs(tmp_path: Path, start_gateway: Sta
 async def test_two_workers_share_the_port_each_with_one_subscription(
     redis_server: RedisServer, start_gateway: StartGateway
 ) -> None:
-    # Stream opens are logged at debug (issue 16 item 13): this test reads them.
+    # At debug every stream line goes out (none held back by the budget): this test
+    # reads them.
     gateway = start_gateway(
         redis_server.url, args=("--workers", "2"), env={"SSE_LOG_LEVEL": "debug"}
     ).wait_ready()

@@ -1,4 +1,4 @@
-"""``sse-gateway --workers 2`` after one worker is killed outright (issue 16, item 15)."""
+"""``sse-gateway --workers 2`` after one worker is killed outright."""
 
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.sse_clients import open_streams
-from connectome_sse.localrun.wait import until
+from connectome_sse.localrun.wait import until, wait_for
 from tests.conftest import StartGateway
 from tests.integration.test_redis_reader_faults import publish_blocked
 
@@ -61,10 +62,10 @@ async def test_streams_survive_a_redis_restart_and_get_snapshot_and_new_events(
 
 
 @pytest.mark.parametrize("pause_ms", [10_000, 15_000])
-async def test_regression_client_pause_loses_nothing_with_the_default_watchdog(
+async def test_regression_client_pause_loses_nothing_with_the_default_silence_check(
     own_redis: RedisServer, start_gateway: StartGateway, pause_ms: int
 ) -> None:
-    # Issue 16, item 9a, at full scale: the old watchdog (5 s silence + 5 s for its PING)
+    # At full scale: the silence check (5 s silence + 5 s for its PING) once
     # dropped the connection into which Redis had just delivered what it held; with a
     # 10 s pause 100 of 100 were lost, with 15 s half. Redis that recovers costs nothing.
     gateway = start_gateway(own_redis.url).wait_ready()
@@ -128,3 +129,24 @@ async def test_regression_repeated_subscription_cuts_do_not_make_the_gateway_dea
         await until(lambda: all(c.of("done") for c in clients), what="the last event")
         received = [len(c.of("seq")) for c in clients]
     assert all(n >= 0.9 * feed.count for n in received), (received, feed.count)
+
+
+def test_regression_a_gateway_started_before_redis_says_it_cannot_reach_it_yet(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    # Nothing listens on the port yet: the gateway has never been connected, so it has
+    # lost nothing. It says so, then subscribes once a redis-server comes up there.
+    port = free_port()
+    gateway = start_gateway(f"redis://127.0.0.1:{port}/0")
+    wait_for(lambda: "cannot reach Redis yet" in gateway.log(), what="the first line")
+    assert gateway.status("/readyz") == 503
+    redis_server = RedisServer(tmp_path / "redis", port=port).start()
+    try:
+        gateway.wait_ready()
+        log = gateway.log()
+        assert "redis connected: subscribed" in log
+        assert "redis lost" not in log and "reconnected" not in log
+        line = next(line for line in log.splitlines() if "cannot reach Redis yet" in line)
+        assert f"127.0.0.1:{port}" in line and "Connection refused" in line
+    finally:
+        redis_server.stop()

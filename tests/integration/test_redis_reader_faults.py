@@ -1,4 +1,4 @@
-"""The gateway's Redis reader against a real redis-server that misbehaves (issue 16).
+"""The gateway's Redis reader against a real redis-server that misbehaves.
 
 Each test drives the real ``RedisSource`` + ``Relay`` + ``Hub`` against a real
 ``redis-server`` that is paused (``CLIENT PAUSE``), whose subscription is
@@ -22,7 +22,9 @@ from connectome_sse.localrun.wait import until
 from sse_gateway.framing import Frame
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
-from sse_gateway.redis_source import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_KEYS, RedisSource
+from sse_gateway.opener import StreamOpener
+from sse_gateway.redis_snapshots import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_KEYS
+from sse_gateway.redis_source import RedisSource
 from sse_gateway.relay import Relay
 from tests.support.subscribers import Recorder
 
@@ -38,11 +40,15 @@ class BuggyHub(Hub):
 
 @contextlib.asynccontextmanager
 async def running(relay: Relay) -> AsyncIterator[Relay]:
+    """The relay at work, with the opener that re-sends snapshots after a resubscription."""
+    opener = StreamOpener(relay, relay.source, relay.metrics)
+    relay.on_resubscribed = opener.resend_snapshots
     relay.start()
     try:
         await until(lambda: relay.redis_up, what="first subscription")
         yield relay
     finally:
+        await opener.stop()
         await relay.stop()
 
 
@@ -71,7 +77,7 @@ def kill_subscriptions(server: RedisServer) -> int:
         return int(client.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
 
 
-# -- item 1: one bad message never ends the reader ---------------------------------------
+# -- one bad message never ends the reader ---------------------------------------
 
 
 async def test_regression_a_bug_below_on_message_does_not_end_the_reader(
@@ -90,7 +96,7 @@ async def test_regression_a_bug_below_on_message_does_not_end_the_reader(
             assert sample(relay, "sse_events_dropped_total", reason="internal") >= 1
 
 
-# -- item 3: a re-sent snapshot never overwrites a newer live event ----------------------
+# -- a re-sent snapshot never overwrites a newer live event ----------------------
 
 
 class GatedSource(RedisSource):
@@ -133,7 +139,7 @@ async def test_regression_resent_snapshot_does_not_overwrite_a_newer_live_event(
     assert client.data("h")[-1] == "v3", client.data("h")
 
 
-# -- item 9a: a pause Redis recovers from costs nothing ----------------------------------
+# -- a pause Redis recovers from costs nothing ----------------------------------
 
 
 def publish_blocked(server: RedisServer, count: int) -> threading.Thread:
@@ -153,9 +159,9 @@ def publish_blocked(server: RedisServer, count: int) -> threading.Thread:
 
 @pytest.mark.parametrize("pause_ms", [1400, 2000, 3000])
 async def test_regression_client_pause_loses_nothing(own_redis: RedisServer, pause_ms: int) -> None:
-    # The issue's 5 s + 5 s watchdog and 7/10/15 s pauses, scaled down by five.
+    # A 5 s + 5 s silence check and pauses of 7, 10 and 15 s, scaled down by five.
     hub, client = Hub(), Recorder()
-    source = RedisSource(own_redis.url, probe_interval=1.0, probe_timeout=1.0, command_timeout=1.0)
+    source = RedisSource(own_redis.url, ping_after=1.0, ping_timeout=1.0, command_timeout=1.0)
     relay = make_relay(source, hub, ping=0.2)
     with hub.subscription(client):
         async with running(relay):
@@ -169,7 +175,7 @@ async def test_regression_client_pause_loses_nothing(own_redis: RedisServer, pau
             await until(lambda: relay.redis_up, what="up again")
 
 
-# -- item 10: a flapping Redis is backed off, and snapshots are not re-sent each time ----
+# -- a flapping Redis is backed off, and snapshots are not re-sent each time ----
 
 
 @contextlib.contextmanager
@@ -217,7 +223,7 @@ async def test_regression_flapping_redis_is_backed_off_and_snapshots_not_resent(
     assert in_window <= 5, in_window
     # Re-sends are coalesced and spaced (RESEND_SPACING): not one per reconnect.
     assert len(client.data("h")) <= 2, client.data("h")
-    # Item 13: each loss is logged at most once per 10 s, the rest counted, however
+    # Each loss is logged at most once per 10 s, the rest counted, however
     # often the connection flaps (here 3 + up to 5 losses within about 8 s; without
     # the limit, 6 lines). Possibly 0: the limiter is the process's, and an earlier
     # test of this file may have logged a loss within the interval.
@@ -225,7 +231,7 @@ async def test_regression_flapping_redis_is_backed_off_and_snapshots_not_resent(
     assert len(lost) <= 2, lost
 
 
-# -- item 11: snapshot discovery is bounded on a Redis full of other keys ----------------
+# -- snapshot discovery is bounded on a Redis full of other keys ----------------
 
 
 async def test_regression_snapshot_scan_uses_few_round_trips(redis_server: RedisServer) -> None:

@@ -121,7 +121,10 @@ def test_an_unreachable_redis_is_retried_not_fatal(tmp_path: Path, start: object
     process = start({"REDIS_URL": url}, tmp_path / "p.log")
     try:
         wait_for(
-            lambda: re.search(r"redis (lost|unavailable)", process.log()) is not None,
+            lambda: (
+                re.search(r"redis (lost|unavailable)|cannot reach Redis yet", process.log())
+                is not None
+            ),
             timeout=20,
             what="a retry line",
         )

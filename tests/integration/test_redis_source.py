@@ -15,13 +15,13 @@ async def test_a_half_open_subscription_is_drained_and_rebuilt(redis_server: Red
     # The proxy stops forwarding on the subscription's connection without closing it: a
     # half-open socket, which never raises by itself, while Redis answers new connections.
     async with FreezingProxy(redis_server.port) as proxy:
-        source = RedisSource(proxy.url, probe_interval=0.3, probe_timeout=0.5, command_timeout=1)
+        source = RedisSource(proxy.url, ping_after=0.3, ping_timeout=0.5, command_timeout=1)
         listener = Listener()
         task = asyncio.create_task(source.run(listener))
         try:
             await until(lambda: listener.log == ["connected"], what="first subscription")
             proxy.freeze()
-            await until(lambda: "disconnected" in listener.log, timeout=10, what="watchdog")
+            await until(lambda: "disconnected" in listener.log, timeout=10, what="silence check")
             await until(lambda: listener.log[-1] == "connected", timeout=15, what="resubscribed")
             redis_server.client().publish("sse:after", "freeze")
             await until(lambda: ("sse:after", b"freeze") in listener.messages, what="live again")
@@ -36,9 +36,7 @@ async def test_a_paused_redis_keeps_its_subscription(redis_server: RedisServer) 
     # CLIENT PAUSE holds every command, other connections' included: Redis answers
     # nobody, so a new connection would not help. The subscription is kept (reported
     # down meanwhile) and what was published during the pause arrives on it.
-    source = RedisSource(
-        redis_server.url, probe_interval=0.3, probe_timeout=0.3, command_timeout=0.5
-    )
+    source = RedisSource(redis_server.url, ping_after=0.3, ping_timeout=0.3, command_timeout=0.5)
     listener = Listener()
     task = asyncio.create_task(source.run(listener))
     try:

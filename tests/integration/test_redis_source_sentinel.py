@@ -1,11 +1,11 @@
-"""The gateway's Redis reader on Sentinel (issue 10): never deaf on a demoted or cut-off master.
+"""The gateway's Redis reader on Sentinel: never deaf on a demoted or cut-off master.
 
 Real master, replica and three sentinels (``connectome_sse.localrun.redis_sentinel``).
 The trap (Centrifugo #1189): a subscription whose socket stays open to the old
 master, frozen here as behind a partition, hears nothing published on the new
 one, and redis-py never moves it. The reader compares its subscription's peer
-with the sentinels' master and proves it live with a PUBLISH round trip on its
-private channel; both are tested here.
+with the sentinels' master and proves it live with an echo (a PUBLISH round trip
+on its private channel); both are tested here.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ from connectome_core.redis_connect import async_client
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import until
-from sse_gateway.redis_source import PROBE_CHANNEL_PREFIX, RedisSource, SubscriptionMisplaced
+from sse_gateway.redis_checks import ECHO_CHANNEL_PREFIX, SubscriptionMisplaced
+from sse_gateway.redis_source import RedisSource
 from tests.support.subscribers import Listener
 
 
 async def test_a_subscription_on_a_cut_off_master_moves_to_the_new_one(
     cluster: SentinelCluster,
 ) -> None:
-    # Watchdog values so long that only the liveness check can rescue the subscription.
+    # A silence check so slow that only the subscription check can rescue the subscription.
     source = RedisSource(
-        cluster.url, probe_interval=60, probe_timeout=60, command_timeout=1, liveness_interval=0.5
+        cluster.url, ping_after=60, ping_timeout=60, command_timeout=1, check_interval=0.5
     )
     listener = Listener()
     task = asyncio.create_task(source.run(listener))
@@ -53,20 +54,20 @@ async def test_a_subscription_on_a_cut_off_master_moves_to_the_new_one(
         await source.aclose()
 
 
-async def test_a_probe_nobody_receives_proves_the_subscription_misplaced(
+async def test_an_echo_nobody_receives_proves_the_subscription_misplaced(
     redis_server: RedisServer,
 ) -> None:
     source = RedisSource(redis_server.url)
     client: aioredis.Redis = async_client(source.target, socket_timeout=None)
     pubsub = client.pubsub()
     try:
-        await pubsub.subscribe(source.probe_channel)
+        await pubsub.subscribe(source.echo.channel)
         message = await pubsub.get_message(timeout=5)
         assert message is not None and message["type"] == "subscribe"
-        source._note_probe(message)
+        source.echo.note(message)
         await source.check_subscription(pubsub)  # on the server we publish to: no verdict
 
-        await pubsub.unsubscribe(source.probe_channel)  # as if it lived elsewhere
+        await pubsub.unsubscribe(source.echo.channel)  # as if it lived elsewhere
         await pubsub.get_message(timeout=5)
         with pytest.raises(SubscriptionMisplaced, match="no subscriber"):
             await source.check_subscription(pubsub)
@@ -76,12 +77,12 @@ async def test_a_probe_nobody_receives_proves_the_subscription_misplaced(
         await source.aclose()
 
 
-async def test_the_probe_channel_is_private_and_counted_as_a_plain_subscription(
+async def test_the_echo_channel_is_private_and_counted_as_a_plain_subscription(
     redis_server: RedisServer,
 ) -> None:
     first, second = RedisSource(redis_server.url), RedisSource(redis_server.url)
-    assert first.probe_channel != second.probe_channel
-    assert first.probe_channel.startswith(PROBE_CHANNEL_PREFIX)
+    assert first.echo.channel != second.echo.channel
+    assert first.echo.channel.startswith(ECHO_CHANNEL_PREFIX)
     listener = Listener()
     task = asyncio.create_task(first.run(listener))
     try:
@@ -94,7 +95,7 @@ async def test_the_probe_channel_is_private_and_counted_as_a_plain_subscription(
                 ),
                 what="one PSUBSCRIBE and one SUBSCRIBE on the same connection",
             )
-            assert admin.pubsub_numsub(first.probe_channel) == [(first.probe_channel.encode(), 1)]
+            assert admin.pubsub_numsub(first.echo.channel) == [(first.echo.channel.encode(), 1)]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

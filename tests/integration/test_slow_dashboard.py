@@ -1,4 +1,4 @@
-"""A dashboard that stops reading: latest-only health, bounded memory, SSE_SEND_TIMEOUT (issue 11).
+"""A dashboard that stops reading: latest-only health, bounded memory, SSE_SEND_TIMEOUT.
 
 The client is a raw socket with a small receive buffer that simply stops
 calling ``recv``, which is what a stuck browser tab looks like to the gateway.
@@ -109,7 +109,7 @@ async def test_a_client_that_takes_no_bytes_is_cut_after_the_send_timeout(
 async def test_regression_a_stalled_client_of_large_events_is_cut_by_bytes_not_frames(
     redis_server: RedisServer, start_gateway: StartGateway
 ) -> None:
-    # Issue 16, item 8, through a real process: with the default SSE_CLIENT_BUFFER_BYTES
+    # Through a real process: with the default SSE_CLIENT_BUFFER_BYTES
     # (1 MiB), 1 MB events cut a client that reads nothing after a few of them. Bounded
     # by frames alone (SSE_CLIENT_BUFFER, 256), it would hold all 60 MB and stay open.
     gateway = start_gateway(redis_server.url).wait_ready()

@@ -8,10 +8,10 @@ authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
 - ``cli_publish``: ``connectome-sse publish`` = MULTI, SET ``sse:last:<event>``,
   PUBLISH ``sse:<event>``, EXEC (``connectome_sse/publishing.py``).
 - ``gateway``: PSUBSCRIBE ``sse:*`` (and PUNSUBSCRIBE when it closes), PING
-  (watchdog), SCAN + MGET/GET ``sse:last:*`` (snapshots, read only: ``%R~``),
-  CLIENT SETNAME (its clients are named), and its liveness round trip:
-  SUBSCRIBE (UNSUBSCRIBE on close) and PUBLISH on its private channel
-  ``connectome:gateway:probe:<host>-<pid>-<random>`` (sse_gateway/redis_source.py).
+  (the silence check), SCAN + MGET/GET ``sse:last:*`` (snapshots, read only:
+  ``%R~``), CLIENT SETNAME (its clients are named), and its echo: SUBSCRIBE
+  (UNSUBSCRIBE on close) and PUBLISH on its private channel
+  ``connectome:gateway:echo:<host>-<pid>-<random>`` (sse_gateway/redis_checks.py).
 - ``gateway_auth``: the gateway with authentication on (``SSE_AUTH_SECRET``):
   the above, and its ticket store's SET (with PX and NX), GET (a HEAD, and
   a mint's retry reading back its own value) and GETDEL on ``sse:ticket:*``
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import redis
 
-GATEWAY_PROBE_CHANNELS = "&connectome:gateway:probe:*"
+GATEWAY_ECHO_CHANNELS = "&connectome:gateway:echo:*"
 GATEWAY = (
     "+psubscribe",
     "+punsubscribe",
@@ -53,7 +53,7 @@ GATEWAY = (
     "+publish",
     "%R~sse:last:*",  # %R: read only (Redis >= 7.0)
     "&sse:*",
-    GATEWAY_PROBE_CHANNELS,
+    GATEWAY_ECHO_CHANNELS,
 )
 
 RULES: dict[str, tuple[str, ...]] = {

@@ -12,6 +12,7 @@ class Recorder:
         self.frames: list[bytes] = []
         self.capacity = capacity
         self.final: bytes | None = None
+        self.reason: str | None = None
 
     def offer(self, frame: Frame) -> bool:
         if self.capacity is not None and len(self.frames) >= self.capacity:
@@ -19,8 +20,9 @@ class Recorder:
         self.frames.append(frame.data)
         return True
 
-    def close(self, final_frame: bytes) -> None:
+    def close(self, final_frame: bytes, reason: str | None = None) -> None:
         self.final = final_frame
+        self.reason = reason
 
     def data(self, event: str) -> list[str]:
         """The data of every ``event`` frame."""

@@ -13,12 +13,8 @@ import jwt
 import pytest
 
 from connectome_core.tokens import MAX_TOKEN_BYTES, Grant, TokenError, TokenVerifier
-from sse_gateway.auth import (
-    Authenticator,
-    AuthError,
-    authorize_events,
-    redacted_query,
-)
+from sse_gateway.auth import Authenticator, AuthError, authorize_events
+from sse_gateway.request import Credentials, query_pairs, redacted_query, request_credentials
 
 SECRET = b"s" * 32
 OTHER = b"o" * 32
@@ -50,7 +46,7 @@ def refused(token_text: str) -> AuthError:
         TokenVerifier(SECRET).verify(token_text)
     auth = Authenticator(TokenVerifier(SECRET), Tickets({}))
     with pytest.raises(AuthError) as info:
-        auth.token_grant(scope([(b"authorization", f"Bearer {token_text}".encode())]))
+        auth.token_grant(presented([(b"authorization", f"Bearer {token_text}".encode())]))
     return info.value
 
 
@@ -168,8 +164,9 @@ class Tickets:
         return self.grants.get(ticket) if keep else self.grants.pop(ticket, None)
 
 
-def scope(headers: list[tuple[bytes, bytes]] = (), query: str = "") -> dict[str, Any]:  # type: ignore[assignment]
-    return {"headers": list(headers), "query_string": query.encode()}
+def presented(headers: list[tuple[bytes, bytes]] = (), query: str = "") -> Credentials:  # type: ignore[assignment]
+    """The credentials of a request with ``headers`` and ``query``, as the gateway reads them."""
+    return request_credentials({"headers": list(headers), "query_string": query.encode()})
 
 
 async def test_credential_precedence_bearer_then_ticket_then_cookie() -> None:
@@ -182,13 +179,13 @@ async def test_credential_precedence_bearer_then_ticket_then_cookie() -> None:
         (b"authorization", f"Bearer {by_header}".encode()),
         (b"cookie", f"theme=dark; sse_token={by_cookie}".encode()),
     ]
-    assert (await auth.stream_grant(scope(both, "ticket=T1"))).sub == "header"
+    assert (await auth.stream_grant(presented(both, "ticket=T1"))).sub == "header"
     cookie_only = both[1:]
-    assert (await auth.stream_grant(scope(cookie_only, "ticket=T1"))).sub == "ticket"
+    assert (await auth.stream_grant(presented(cookie_only, "ticket=T1"))).sub == "ticket"
     # The ticket was used: a second use is refused even with a cookie beside it.
     with pytest.raises(AuthError, match="already used"):
-        await auth.stream_grant(scope(cookie_only, "ticket=T1"))
-    assert (await auth.stream_grant(scope(cookie_only))).sub == "cookie"
+        await auth.stream_grant(presented(cookie_only, "ticket=T1"))
+    assert (await auth.stream_grant(presented(cookie_only))).sub == "cookie"
 
 
 async def test_a_bad_bearer_does_not_fall_back_to_the_cookie() -> None:
@@ -199,7 +196,7 @@ async def test_a_bad_bearer_does_not_fall_back_to_the_cookie() -> None:
         (b"cookie", f"sse_token={verifier.mint(ttl=60)}".encode()),
     ]
     with pytest.raises(AuthError):
-        await auth.stream_grant(scope(headers))
+        await auth.stream_grant(presented(headers))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +214,7 @@ async def test_missing_or_malformed_credentials_are_401(
 ) -> None:
     auth = Authenticator(TokenVerifier(SECRET), Tickets({}))
     with pytest.raises(AuthError) as info:
-        await auth.stream_grant(scope(headers))
+        await auth.stream_grant(presented(headers))
     assert info.value.status == 401
     assert info.value.missing is missing
 
@@ -227,33 +224,33 @@ async def test_a_basic_authorization_leaves_the_ticket_or_cookie_to_decide() -> 
     auth = Authenticator(verifier, Tickets({"T": Grant("ticket", None, soon())}))
     basic = (b"authorization", b"Basic dXNlcjpwYXNz")
     cookie = (b"cookie", f"sse_token={verifier.mint(ttl=60, sub='cookie')}".encode())
-    assert (await auth.stream_grant(scope([basic], "ticket=T"))).sub == "ticket"
-    assert (await auth.stream_grant(scope([basic, cookie]))).sub == "cookie"
-    assert auth.token_grant(scope([basic, cookie])).sub == "cookie"
+    assert (await auth.stream_grant(presented([basic], "ticket=T"))).sub == "ticket"
+    assert (await auth.stream_grant(presented([basic, cookie]))).sub == "cookie"
+    assert auth.token_grant(presented([basic, cookie])).sub == "cookie"
     bearer = (b"authorization", f"Bearer {verifier.mint(ttl=60, sub='bearer')}".encode())
-    assert (await auth.stream_grant(scope([basic, bearer, cookie]))).sub == "bearer"
+    assert (await auth.stream_grant(presented([basic, bearer, cookie]))).sub == "bearer"
 
 
 async def test_a_ticket_grant_too_far_ahead_is_401() -> None:
     far = Grant(None, None, time.time() + 400 * 86400)
     auth = Authenticator(TokenVerifier(SECRET), Tickets({"T": far}))
     with pytest.raises(AuthError, match="366 days"):
-        await auth.stream_grant(scope(query="ticket=T"))
+        await auth.stream_grant(presented(query="ticket=T"))
 
 
 async def test_a_ticket_whose_token_expired_meanwhile_is_401() -> None:
     auth = Authenticator(TokenVerifier(SECRET), Tickets({"T": Grant(None, None, time.time() - 1)}))
     with pytest.raises(AuthError, match="expired"):
-        await auth.stream_grant(scope(query="ticket=T"))
+        await auth.stream_grant(presented(query="ticket=T"))
 
 
 def test_the_ticket_route_takes_header_or_cookie_only() -> None:
     verifier = TokenVerifier(SECRET)
     auth = Authenticator(verifier, Tickets({}))
     cookie = [(b"cookie", f"sse_token={verifier.mint(ttl=60, sub='c')}".encode())]
-    assert auth.token_grant(scope(cookie)).sub == "c"
+    assert auth.token_grant(presented(cookie)).sub == "c"
     with pytest.raises(AuthError):
-        auth.token_grant(scope(query="ticket=T"))
+        auth.token_grant(presented(query="ticket=T"))
 
 
 @pytest.mark.parametrize(
@@ -267,4 +264,4 @@ def test_the_ticket_route_takes_header_or_cookie_only() -> None:
     ],
 )
 def test_query_strings_are_logged_without_the_ticket(query: bytes, logged: str) -> None:
-    assert redacted_query(query) == logged
+    assert redacted_query(query_pairs(query)) == logged

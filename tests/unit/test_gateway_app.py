@@ -183,7 +183,7 @@ async def test_a_bad_snapshot_is_skipped_and_counted(app: GatewayApp, source: Me
 
 
 async def test_regression_head_gets_the_stream_headers_and_no_stream(app: GatewayApp) -> None:
-    """Issue 16 item 7: Starlette adds HEAD to GET routes; it opened a counted, endless stream."""
+    """Starlette adds HEAD to GET routes; it once opened a counted, endless stream."""
     for _ in range(4):  # more than SSE_MAX_CONNECTIONS=3
         client = await ASGIClient(app, method="HEAD").response()
         assert client.status == 200

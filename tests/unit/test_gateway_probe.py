@@ -12,7 +12,8 @@ import pytest
 from connectome_core.settings import load_settings
 from sse_gateway.app import GatewayApp, create_app
 from sse_gateway.framing import Frame
-from sse_gateway.probe import ProbeSchedule, probe_frame, probe_requested
+from sse_gateway.probe import ProbeSchedule, probe_frame
+from sse_gateway.request import probe_requested
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource
 from tests.support.asgi import ASGIClient, lifespan
@@ -113,7 +114,7 @@ class RefusingStream:
         self.offered.append(frame.data)
         return False  # full: the stream cuts itself
 
-    def close(self, final_frame: bytes) -> None:
+    def close(self, final_frame: bytes, reason: str | None = None) -> None:
         pass
 
 

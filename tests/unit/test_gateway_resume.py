@@ -1,4 +1,4 @@
-"""Ids, resume, reserved names and publisher liveness through the in-process app (issue 11)."""
+"""Ids, resume, reserved names and the publisher's health freshness through the in-process app."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ async def test_stale_health_is_announced_once_and_ended_by_a_health(
     assert [e for e, _, _ in real(late)][:2] == ["connectome_health", "health_stale"]
     source.publish("sse:connectome_health", b'{"ts": 20}')
     await client.wait_until(lambda c: b'{"ts": 20}' in c.body)
-    assert not app.gateway.relay.liveness.stale
+    assert not app.gateway.relay.health.stale
     assert len([e for e in client.events() if e.event == "health_stale"]) == 1
     await client.disconnect()
     await late.disconnect()

@@ -69,7 +69,7 @@ def test_close_ends_every_stream_and_refuses_new_ones() -> None:
 
 
 def test_regression_a_subscriber_that_raises_never_stops_the_fan_out() -> None:
-    """Issue 16 item 0: one client's write error ended the relay task for everyone."""
+    """One client's write error once ended the relay task for everyone."""
 
     class Broken:
         closed = False
@@ -77,7 +77,7 @@ def test_regression_a_subscriber_that_raises_never_stops_the_fan_out() -> None:
         def offer(self, frame: Frame) -> bool:
             raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
-        def close(self, final_frame: bytes) -> None:
+        def close(self, final_frame: bytes, reason: str | None = None) -> None:
             self.closed = True
 
     hub = Hub()

@@ -16,6 +16,7 @@ from sse_gateway.framing import Frame
 from sse_gateway.history import event_id
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
+from sse_gateway.opener import StreamOpener
 from sse_gateway.relay import Relay
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.source import MemorySource, SourceListener
@@ -139,6 +140,11 @@ def strict_json(text: str | bytes) -> object:
     return json.loads(text, parse_constant=refuse)
 
 
+def replay_after(relay: Relay, last_id: str, events: frozenset[str] | None) -> list[Frame] | None:
+    """What a stream resuming after ``last_id`` would be replayed from this relay's history."""
+    return StreamOpener(relay, relay.source, relay.metrics).replay_after(last_id, events)
+
+
 def published(relay: Relay, event: str, data: bytes) -> str:
     relay.on_message("sse:" + event, data)
     return event_id(event, data)
@@ -149,12 +155,14 @@ def test_regression_a_resume_never_reveals_an_event_outside_the_stream_s_events(
     public = published(relay, "public", b"p0")
     secret = published(relay, "secret_ops", b"launch codes")
     published(relay, "public", b"p1")
-    assert relay.resume(public, frozenset({"public"})) is not None  # its own: replayed
+    assert replay_after(relay, public, frozenset({"public"})) is not None  # its own: replayed
     # Someone allowed only `public` who guesses a secret payload: the same answer as a
     # wrong guess, whether the guess is right or not.
-    assert relay.resume(secret, frozenset({"public"})) is None
-    assert relay.resume(event_id("secret_ops", b"wrong guess"), frozenset({"public"})) is None
-    assert relay.resume(secret, None) is not None  # a stream allowed everything resumes
+    assert replay_after(relay, secret, frozenset({"public"})) is None
+    assert (
+        replay_after(relay, event_id("secret_ops", b"wrong guess"), frozenset({"public"})) is None
+    )
+    assert replay_after(relay, secret, None) is not None  # a stream allowed everything resumes
 
 
 def test_regression_a_type_evicted_whole_by_the_byte_cap_forces_a_resync() -> None:
@@ -166,7 +174,7 @@ def test_regression_a_type_evicted_whole_by_the_byte_cap_forces_a_resync() -> No
     for n in range(33):
         published(relay, "z", b"%02d" % n + b"z" * 1_000_000)
     assert relay.history.newest_id("x") is None  # x has left the history
-    assert relay.resume(first, None) is None  # a replay without x would be a silent gap
+    assert replay_after(relay, first, None) is None  # a replay without x would be a silent gap
 
 
 @pytest.mark.parametrize(
@@ -181,13 +189,13 @@ def test_regression_a_health_with_an_unusable_ts_has_one_fate_and_strict_json(
     before = published(relay, "connectome_health", b'{"ts": 1.5}')
     with hub.subscription(live):
         relay.on_message("sse:connectome_health", payload)
-    replay = relay.resume(before, None)
+    replay = replay_after(relay, before, None)
     assert replay is not None
     replayed = [f.data for f in replay]
     assert replayed == live.frames  # relayed live and replayed alike
     assert len(live.frames) == 1 and payload in live.frames[0]
     # The ts cannot be told: treated as absent, and what the gateway writes stays JSON.
-    stale = relay.liveness.stale_frame().data
+    stale = relay.health.stale_frame().data
     assert strict_json(stale.split(b"data: ", 1)[1]) == {"age": ANY, "last_ts": None}
     strict_json(relay.ping_frame().split(b"data: ", 1)[1])
 
@@ -206,4 +214,4 @@ def test_regression_a_bug_in_the_history_never_splits_a_message_s_fate() -> None
     with hub.subscription(live):
         relay.on_message("sse:a", b"1")
     assert live.frames and live.frames[0].endswith(b"data: 1\n\n")  # relayed live
-    assert relay.resume(before, None) is None  # and no replay can skip it: resync
+    assert replay_after(relay, before, None) is None  # and no replay can skip it: resync

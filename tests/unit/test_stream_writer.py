@@ -125,7 +125,7 @@ async def test_cutting_a_stalled_client_aborts_its_connection() -> None:
 
 
 async def test_regression_queued_bytes_are_bounded_not_only_frames() -> None:
-    """Issue 16 item 8: with 1 MiB events, 256 queued frames were 256 MiB per client."""
+    """With 1 MiB events, 256 queued frames were once 256 MiB per client."""
     client = ASGIClient(app=None)  # type: ignore[arg-type]
     await client.receive()
     writer = StreamWriter(client.send, limit=100, max_bytes=1024)
@@ -149,7 +149,7 @@ async def test_one_frame_larger_than_the_byte_bound_is_still_taken() -> None:
 
 
 async def test_regression_frames_held_behind_the_snapshot_do_not_count_against_the_limit() -> None:
-    """Issue 16 item 9: a slow snapshot read must not cut a healthy new client."""
+    """A slow snapshot read must not cut a healthy new client."""
     client = ASGIClient(app=None)  # type: ignore[arg-type]
     await client.receive()
     writer = StreamWriter(client.send, limit=2, max_bytes=1 << 20)
@@ -176,7 +176,7 @@ async def test_held_frames_are_still_bounded_in_bytes() -> None:
 
 
 async def test_regression_a_write_that_raises_closes_only_this_stream() -> None:
-    """Issue 16 item 0: uvloop raises on a write to a closed transport; it must not escape."""
+    """uvloop raises on a write to a closed transport; it must not escape."""
 
     class GoneDirectBody(FakeDirectBody):
         def write(self, frame: Frame) -> bool:

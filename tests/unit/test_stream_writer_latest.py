@@ -1,4 +1,4 @@
-"""Latest-only frames for slow clients, the send timeout, and the connect window (issue 11)."""
+"""Latest-only frames for slow clients, the send timeout, and the connect window."""
 
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
-"""Publisher liveness: the age of the newest health, and staleness.
+"""The publisher's health freshness: the age of the newest health, and staleness.
 
-Redis can be up and the gateway fine while the publisher has died: the
-stream then goes quiet, and a quiet stream looks like a healthy one. So the
-relay records when it last relayed a ``connectome_health`` (monotonic clock)
-and the ``ts`` that payload carried. Pings say the age; after
-``stale_after`` seconds without one the state turns stale and every stream
-gets one ``health_stale`` event (the relay broadcasts it); the next health
-ends the state without an event of its own (the health itself says so).
-
-Before the first health the clock runs from the gateway's start: a gateway
-that starts while every publisher is down reports it ``stale_after`` seconds
-later, with ``last_ts`` null. A ``ts`` no finite float can hold (NaN,
-Infinity, an integer of hundreds of digits) counts as absent.
+A quiet stream looks like a healthy one, so the relay records when it last relayed a
+``connectome_health`` and the ``ts`` it carried: pings say the age, and after
+``stale_after`` seconds without one (counted from the start before the first) every
+stream gets one ``health_stale``; the next health ends the state. A ``ts`` no finite
+float can hold counts as absent.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ from connectome_core.contract import HEALTH_STALE_EVENT
 from sse_gateway.framing import Frame, encode_json_event
 
 
-class Liveness:
+class HealthWatch:
     def __init__(self, stale_after: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stale_after = stale_after
         self.clock = clock

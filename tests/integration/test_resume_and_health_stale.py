@@ -1,4 +1,4 @@
-"""Ids and resume across real gateways, reserved names, publisher liveness, strict JSON.
+"""Ids and resume across real gateways, reserved names, the health freshness, strict JSON.
 
 Real ``redis-server``, real gateway processes, real HTTP clients; one of the
 publishes goes through the real ``redis-cli``, as an operator would do it.

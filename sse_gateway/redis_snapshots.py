@@ -1,0 +1,63 @@
+"""Reading every ``sse:last:*`` snapshot from Redis, bounded in round trips, keys and bytes.
+
+Discovery is a SCAN (a registry of event types would change the wire contract). SCAN's
+default COUNT looks at about ten keys per round trip, so on a Redis shared with a
+million other keys it asks for a thousand per round trip; the keys and the bytes read
+are capped, so a Redis full of snapshot keys cannot make one read unbounded.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from connectome_core.contract import SNAPSHOT_PREFIX, is_valid_event_name
+from sse_gateway.redis_pubsub import CONNECTION_ERRORS, limited, text
+from sse_gateway.source import SourceUnavailable
+
+SCAN_COUNT = 1000
+MGET_BATCH = 500
+MAX_SNAPSHOT_KEYS = 10_000
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+
+
+async def read_snapshots(commands: aioredis.Redis) -> dict[str, bytes]:
+    """Event name -> its snapshot; ``SourceUnavailable`` when Redis cannot be reached."""
+    try:
+        return await _mget(commands, await _scan(commands))
+    except CONNECTION_ERRORS as exc:
+        raise SourceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _scan(commands: aioredis.Redis) -> list[bytes]:
+    keys: list[bytes] = []
+    async for key in commands.scan_iter(match=SNAPSHOT_PREFIX + "*", count=SCAN_COUNT):
+        if len(keys) >= MAX_SNAPSHOT_KEYS:
+            limited.warning(
+                "too_many_keys",
+                "more than %d snapshot keys: the rest are not sent",
+                MAX_SNAPSHOT_KEYS,
+            )
+            break
+        keys.append(key)
+    return keys
+
+
+async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, bytes]:
+    snapshots: dict[str, bytes] = {}
+    total = 0
+    for start in range(0, len(keys), MGET_BATCH):
+        batch = keys[start : start + MGET_BATCH]
+        for key, value in zip(batch, await commands.mget(batch), strict=True):
+            event = text(key)[len(SNAPSHOT_PREFIX) :]
+            if not isinstance(value, bytes) or not is_valid_event_name(event):
+                continue
+            total += len(value)
+            if total > MAX_SNAPSHOT_BYTES:
+                limited.warning(
+                    "too_many_bytes",
+                    "snapshots larger than %d bytes in all: the rest are not sent",
+                    MAX_SNAPSHOT_BYTES,
+                )
+                return snapshots
+            snapshots[event] = value
+    return snapshots
