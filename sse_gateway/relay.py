@@ -54,6 +54,7 @@ from connectome_core.contract import (
     event_from_channel,
     snapshot_key,
 )
+from connectome_core.event_log import LOG_ID_CHANNEL
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.history import History, event_id
@@ -180,6 +181,8 @@ class Relay:
                 log.error("traceback of the drop above", exc_info=exc)
 
     def _relay(self, channel: str, data: bytes) -> None:
+        if channel == LOG_ID_CHANNEL:  # the event log's id marker: not an event, not a drop
+            return
         # Everything that can drop a message runs here, before it reaches anyone.
         framed = self.frame(channel, data)
         if framed is None:

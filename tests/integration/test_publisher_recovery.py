@@ -172,7 +172,7 @@ async def test_a_flood_of_bad_signals_is_counted_as_bad_input_and_logged_rate_li
     lines = [r for r in caplog.records if "bad signal" in r.getMessage()]
     assert len(lines) == 1 and "nested too deeply" in lines[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
-    publisher.bad_log.clock = lambda: time.monotonic() + 3600  # the interval has passed
+    publisher.applier.bad_log.clock = lambda: time.monotonic() + 3600  # the interval has passed
     xadd(sync, "pressure", contradiction=0.5, top_edges=deep)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="health_publisher"):

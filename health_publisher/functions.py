@@ -1,0 +1,42 @@
+"""Loading the event log's function library (``FCALL sse_publish``) for other publishers."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from connectome_core.event_log import FUNCTION_LIBRARY, FUNCTION_NAME, LogCaps, function_library
+from connectome_core.redis_connect import short_error
+
+log = logging.getLogger("health_publisher")
+
+
+class FunctionLoader:
+    """``FUNCTION LOAD REPLACE`` with this publisher's caps; a refusal is logged once and is
+    not fatal (the publisher's own publish does not need the library)."""
+
+    def __init__(self, client: aioredis.Redis, caps: LogCaps) -> None:
+        self.client = client
+        self.source = function_library(caps)
+        self.warned = False
+        self.loads = 0
+
+    async def load(self) -> bool:
+        try:
+            await self.client.function_load(self.source, replace=True)
+        except ResponseError as exc:  # no permission, or a server without functions
+            if not self.warned:
+                self.warned = True
+                log.warning(
+                    "could not load the function library %s (%s): FCALL %s is unavailable "
+                    "until it is loaded; publishing goes on",
+                    FUNCTION_LIBRARY,
+                    short_error(exc),
+                    FUNCTION_NAME,
+                )
+            return False
+        self.loads += 1
+        log.debug("function library %s loaded (FCALL %s)", FUNCTION_LIBRARY, FUNCTION_NAME)
+        return True
