@@ -27,7 +27,9 @@ class FunctionLoader:
         try:
             await self.client.function_load(self.source, replace=True)
         except ResponseError as exc:  # no permission, or a server without functions
-            if not self.warned:
+            if self.warned:
+                log.debug("function library %s still not loaded: %s", FUNCTION_LIBRARY, exc)
+            else:
                 self.warned = True
                 log.warning(
                     "could not load the function library %s (%s): FCALL %s is unavailable "

@@ -145,7 +145,7 @@ def _client(settings: PublishSettings) -> aioredis.Redis:
     )
 
 
-async def _publish_one(settings: PublishSettings, event: str, data: str) -> Published:
+async def _publish(settings: PublishSettings, event: str, data: str) -> Published:
     client = _client(settings)
     try:
         return await publish_logged(client, event, data, settings.log_caps())
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             raise PublishError("give EVENT DATA (DATA - reads stdin), or --lines EVENT")
         check_event(args.event)
         text = prepare(args.event, _read_data(args.data), args.raw, settings.max_event_bytes)
-        published = asyncio.run(_publish_one(settings, args.event, text))
+        published = asyncio.run(_publish(settings, args.event, text))
     except (SettingsError, PublishError) as exc:
         print(f"connectome-sse publish: {exc}", file=sys.stderr)
         return exc.status if isinstance(exc, PublishError) else 2

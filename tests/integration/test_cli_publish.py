@@ -146,7 +146,7 @@ def test_regression_empty_data_is_refused_exit_2_and_nothing_written(
 
 def test_publish_goes_through_the_log_and_prints_the_event_id(redis_server: RedisServer) -> None:
     with redis_server.client() as client:
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub()
         pubsub.psubscribe("sse:*")
         assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
         done = cli("publish", "deploy", "v1.2 rolled out", redis_url=redis_server.url)

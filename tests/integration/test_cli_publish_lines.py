@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from connectome_core.event_log import LOG_ID_CHANNEL, LOG_KEY, log_event_id
 from connectome_sse.localrun.processes import console_script
@@ -64,7 +63,8 @@ def recorder(redis_server: RedisServer) -> Iterator[PatternRecorder]:
 
 def log_entries(server: RedisServer) -> list[tuple[bytes, dict[bytes, bytes]]]:
     with server.client() as client:
-        return client.xrange(LOG_KEY)  # type: ignore[return-value]
+        entries: Any = client.xrange(LOG_KEY)
+        return list(entries)
 
 
 def test_300_lines_at_100_per_second_arrive_in_order_once_with_bad_lines_skipped(
@@ -104,7 +104,7 @@ def test_lines_are_published_as_they_arrive_not_at_the_end(redis_server: RedisSe
             process.stdin.write(f"rolled out step {n}\n".encode())
             process.stdin.flush()
             # stdin stays open: the line must be in the log while the writer is still there.
-            wait_for(lambda n=n: len(log_entries(redis_server)) == n, what=f"line {n} logged")
+            wait_for(lambda: len(log_entries(redis_server)) == n, what=f"line {n} logged")  # noqa: B023
             assert process.poll() is None
         out, err = process.communicate(b"last line, no line break", timeout=30)
     finally:
@@ -119,18 +119,18 @@ def test_lines_are_published_as_they_arrive_not_at_the_end(redis_server: RedisSe
 
 def test_health_lines_must_be_payloads_unless_raw(redis_server: RedisServer) -> None:
     process = start_lines(redis_server, "connectome_health")
-    out, err = process.communicate(b'{"status":{"state":"WARN"}}\n', timeout=30)
+    _, err = process.communicate(b'{"status":{"state":"WARN"}}\n', timeout=30)
     assert process.returncode == 2 and b"line 1 skipped: connectome_health data is not" in err
     assert log_entries(redis_server) == []
     process = start_lines(redis_server, "connectome_health", "--raw")
-    out, err = process.communicate(b'{"status":{"state":"WARN"}}\n', timeout=30)
+    _, err = process.communicate(b'{"status":{"state":"WARN"}}\n', timeout=30)
     assert process.returncode == 0, err
     assert [f[b"data"] for _, f in log_entries(redis_server)] == [b'{"status":{"state":"WARN"}}']
 
 
 def test_lines_of_a_reserved_event_are_refused_before_reading(redis_server: RedisServer) -> None:
     process = start_lines(redis_server, "resync")
-    out, err = process.communicate(b"x\n", timeout=30)
+    _, err = process.communicate(b"x\n", timeout=30)
     assert process.returncode == 2 and err.count(b"\n") == 1 and b"reserved" in err
     with redis_server.client() as client:
         assert client.keys("*") == []

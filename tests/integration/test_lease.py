@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_core.contract import LEADER_KEY
-from connectome_sse.localrun.redis_server import RedisServer
 from connectome_core.event_log import LOG_ID_CHANNEL, LOG_KEY, LOG_LAST_KEY, log_event_id
+from connectome_sse.localrun.redis_server import RedisServer
 from health_publisher.lease import CHECKPOINT_KEY, LeaderLease
 from tests.support.publisher import FakeClock
 

@@ -1,6 +1,6 @@
-"""A new leader's recovery against a real redis-server (issue 16, items 4, 5, 6, 6a, 6b, 13):
-deleted pending entries, trimming by time, consumers of dead publishers, stream order,
-a long replay under a short lease, and a flood of bad signals."""
+"""A new leader's recovery against a real redis-server: deleted pending entries, trimming by
+time, consumers of dead publishers, stream order, a long replay under a short lease, and a
+flood of bad signals."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ async def test_housekeeping_trims_by_time_and_removes_consumers_of_dead_publishe
         return all(c["idle"] > 600 for c in infos if c["name"] != b"host-104")
 
     await until(ghosts_idle, what="the ghosts idle for two leases")
-    publisher.next_housekeeping_at = 0.0
+    publisher.housekeeping.next_at = 0.0
     await step_until(publisher, lambda: consumers() == {"host-104"})
     assert sync.xlen(SIGNALS_STREAM) < 150, "old entries not trimmed"
     kept: Any = sync.xrange(SIGNALS_STREAM, min=recent[0])
