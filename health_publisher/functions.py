@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from connectome_core.event_log import FUNCTION_LIBRARY, FUNCTION_NAME, LogCaps, function_library
 from connectome_core.redis_connect import short_error
@@ -21,11 +21,12 @@ class FunctionLoader:
         self.client = client
         self.source = function_library(caps)
         self.warned = False
-        self.loads = 0
 
     async def load(self) -> bool:
         try:
             await self.client.function_load(self.source, replace=True)
+        except ReadOnlyError:
+            raise  # a demoted master: the step reconnects, as for any other write
         except ResponseError as exc:  # no permission, or a server without functions
             if self.warned:
                 log.debug("function library %s still not loaded: %s", FUNCTION_LIBRARY, exc)
@@ -39,6 +40,5 @@ class FunctionLoader:
                     FUNCTION_NAME,
                 )
             return False
-        self.loads += 1
         log.debug("function library %s loaded (FCALL %s)", FUNCTION_LIBRARY, FUNCTION_NAME)
         return True
