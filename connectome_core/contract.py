@@ -37,6 +37,9 @@ PROBE_EVENT = "probe"
 # is dropped (reason "reserved"), so a client can trust them.
 RESERVED_EVENTS = frozenset({PING_EVENT, RESYNC_EVENT, HEALTH_STALE_EVENT, PROBE_EVENT})
 
+# Gateways drop larger channel messages (SSE_MAX_EVENT_BYTES); writers refuse them first.
+DEFAULT_MAX_EVENT_BYTES = 1_048_576
+
 EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 

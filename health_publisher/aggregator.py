@@ -4,27 +4,10 @@ Importable on its own by a Python engine that wants health in process::
 
     agg = HealthAggregator(window=300, stale_after=10)
     agg.record_tick(tick=12, speed="x1", playthrough_id="p1", place_id="atrium")
-    agg.record_sink_size(7)
     agg.record_counter("query_write_attempts")
     payload = agg.payload()          # a connectome_core.payload.HealthPayload
 
-Every ``record_*`` method validates its arguments through the same signal
-models the stream reader uses (a bad value raises ``BadSignal`` and changes
-nothing) and takes an optional ``at`` (unix seconds, default: the clock).
-
-What it keeps, all bounded:
-
-- latest values (runner, neighbourhood, contradiction pressure, plateau);
-- sink sizes of the last ``sample_window`` seconds, for p50/p95 (linear
-  interpolation between closest ranks);
-- focus reconfigurations of the last ``sample_window`` seconds, scaled to a
-  per-minute rate;
-- the times of violations within ``window`` seconds, for the status rules;
-- counters: totals since the aggregator started (``seed_counters`` lets a
-  new leader continue the totals of the one before it).
-
-The clock is injectable so every rule is tested without sleeping. Times of
-observations are clamped to "now": a signal can never be seen in the future.
+Everything it keeps is bounded; the clock is injectable. What it keeps: ``docs/publisher.md``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """When to publish: on a drift-free grid of ``interval`` seconds, at once when the state changes,
-and never more than ``max_rate`` events per second.
-
-Pure arithmetic on the times it is given (monotonic seconds), so it is tested
-without a clock. The rate cap wins over everything: an ``interval`` shorter
-than ``1 / max_rate`` is valid and simply publishes at the cap, and a state
-change that comes too soon after the last event waits for the cap, then goes
-out at once (if the state is still different from the last one published).
-
-Grid points that pass while the cap or a slow loop holds an event back are
-skipped, never caught up in a burst.
+and never more than ``max_rate`` events per second (the cap wins; missed grid points are
+skipped, never caught up). Pure arithmetic on the monotonic times it is given.
 """
 
 from __future__ import annotations

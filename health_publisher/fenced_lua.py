@@ -1,12 +1,8 @@
 """The Lua scripts through which the leader touches the consumer group, each fenced by the lease.
 
-Every script first checks that ``KEYS[1]`` (the lease) still holds ``ARGV[1]`` (our token)
-and returns ``-1`` when it does not, so read, acknowledge, claim, trim and consumer clean-up
-happen only while Redis itself says we lead, on the very server that executes them (also a
-Sentinel master after a failover). A script runs atomically and replicates as a whole.
-
-Redis runs no blocking command inside a script, so the fenced read never blocks; the service
-waits with a plain ``XREAD BLOCK`` (no group, changes nothing) and then reads fenced.
+Each first checks that ``KEYS[1]`` (the lease) holds ``ARGV[1]`` (our token) and returns ``-1``
+when it does not. Redis runs no blocking command in a script: the service waits with a plain
+``XREAD BLOCK`` and then reads fenced.
 """
 
 from __future__ import annotations

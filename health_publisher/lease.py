@@ -1,33 +1,8 @@
-"""The leader lease on ``connectome:publisher:leader``, and the publish it fences.
+"""The leader lease on ``connectome:publisher:leader``, and the logged publish it fences.
 
-Any number of publishers run; the one whose token is in the key publishes.
-
-- **Acquire**: ``SET key token NX PX lease`` (or, when the key already holds
-  our own token, e.g. after a lost reply, a renewal).
-- **Renew**: a compare-and-renew script (``PEXPIRE`` only if the key still
-  holds our token).
-- **Local validity**: a lease counts as held until ``sent + lease * (1 - drift)
-  - margin``, where ``sent`` is the monotonic time the acquire/renew request
-  left. Redis starts the expiry when it *receives* the request, later than
-  ``sent``, so the local deadline always falls before the key can expire: a
-  leader that fails to renew stops publishing before a standby can acquire.
-- **Fenced publish**: the snapshot SET and the channel PUBLISH run in one Lua
-  script that first checks the key still holds our token. That closes the
-  last gap the local deadline cannot: a process paused (GC, SIGSTOP, a slow
-  VM) between its check and its write. Whatever the pause, a publisher that
-  lost the lease cannot write, so there are never two leaders on the channel.
-  (``connectome_core.publishing.publish_event`` is the same SET + PUBLISH in a
-  MULTI, but a MULTI cannot be made conditional on a value, hence the script.)
-- **Checkpoint**: the same script stores ``connectome:publisher:checkpoint``
-  (the last applied stream id and the counters of that payload), so a new
-  leader continues the totals exactly: what the checkpoint covers is counted,
-  what came after it is counted by the new leader.
-- **The group behind the same fence**: reading, acknowledging, claiming and
-  trimming ``connectome:signals`` run in scripts that check the same key
-  (``fenced_lua.py``), so a deposed leader can neither take entries from the
-  new one nor acknowledge what it did not get to publish.
-- **Release** (on shutdown): a compare-and-delete, so a standby takes over on
-  its next attempt instead of waiting for the expiry.
+Acquire (``SET NX PX``), compare-and-renew, compare-and-release, a local deadline that falls
+before the key can expire, and one script that publishes only while Redis says we lead.
+Why it is safe: ``docs/publisher.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +13,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from connectome_core.contract import LEADER_KEY, channel_for, snapshot_key
+from connectome_core.contract import LEADER_KEY
+from connectome_core.event_log import LOGGED_PUBLISH_LUA, LogCaps
+from connectome_core.publishing import Published, published_from_reply
 
 # The publisher's own key (not part of the wire contract): the stream id and counters of the
 # last payload published, written in the same script as the payload so the two always agree.
@@ -62,18 +39,26 @@ end
 return 0
 """
 
-# KEYS: lease, snapshot key, channel, checkpoint; ARGV: token, data, checkpoint.
-# Returns the channel's receivers, or -1 when the caller does not hold the lease.
-FENCED_PUBLISH_LUA = """
+# KEYS: lease, checkpoint. ARGV: token, checkpoint ('' for none), event, data, maxlen,
+# max_age_ms. The logged publish and the checkpoint, only while the lease holds our token.
+# Returns -1 when it does not, else {stream id, receivers} (or the logged publish's error).
+FENCED_PUBLISH_LUA = (
+    LOGGED_PUBLISH_LUA
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
 end
-redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then
-    redis.call('SET', KEYS[4], ARGV[3])
+if ARGV[2] ~= '' and redis.acl_check_cmd and not redis.acl_check_cmd('SET', KEYS[2], 'c') then
+    return redis.error_reply('NOPERM this user has no permissions to run the set command on '
+        .. KEYS[2] .. ' (nothing was written)')
 end
-return redis.call('PUBLISH', KEYS[3], ARGV[2])
+local published = logged_publish(ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+if published.err == nil and ARGV[2] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[2])
+end
+return published
 """
+)
 
 
 class LeaderLease:
@@ -133,17 +118,18 @@ class LeaderLease:
         value: Any = await self.client.get(self.key)
         return value if isinstance(value, bytes) else None
 
-    async def publish(self, event: str, data: str, checkpoint: str = "") -> int | None:
-        """SET snapshot + PUBLISH (+ SET the checkpoint), only while Redis says we lead.
+    async def publish(
+        self, event: str, data: str, checkpoint: str = "", caps: LogCaps | None = None
+    ) -> Published | None:
+        """The logged publish (+ SET the checkpoint), only while Redis says we lead.
 
-        Returns the number of channel receivers, or None when we are not the leader.
+        None when we are not the leader (the lease is dropped at once).
         """
         result = await self._publish(
-            keys=[self.key, snapshot_key(event), channel_for(event), self.checkpoint_key],
-            args=[self.token, data, checkpoint],
+            keys=[self.key, self.checkpoint_key],
+            args=[self.token, checkpoint, event, data, *(caps or LogCaps()).script_args()],
         )
-        receivers = int(result)
-        if receivers < 0:
+        if not isinstance(result, list):  # -1: not ours
             self.drop()
             return None
-        return receivers
+        return published_from_reply(result, event, data)

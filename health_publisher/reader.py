@@ -1,28 +1,7 @@
 """Reading ``connectome:signals`` through the consumer group ``health-publisher``.
 
-The delivery contract the service builds on:
-
-- Only the leader reads, and only while Redis says it leads: the read
-  (``XREADGROUP ... >``), the acknowledgement (``XACK``), the claim, the trim
-  and the consumer clean-up each run in a Lua script that first checks the
-  lease (``fenced_lua.py``). A deposed leader whose local deadline has not yet
-  run out is refused (``NotLeader``): it can neither take entries from the
-  new leader nor acknowledge entries it read.
-- An entry is acknowledged only after it was applied (the service passes the
-  ids of the last batch to the next read), so an entry delivered to a leader
-  that died or was deposed stays in the group's pending list.
-- A new leader claims every pending entry of the group (``XPENDING`` +
-  ``XCLAIM`` with min-idle 0 — only the leader reads, so whatever is pending
-  belongs to a leader that is gone, or to ourselves before a reconnect).
-  Entries trimmed from the stream while pending are acknowledged and
-  dropped, whatever the Redis version says about them (nil on 6.2).
-- ``history`` and ``compact_history`` read without the group (nothing to
-  acknowledge) so a new leader can rebuild its windows from entries an
-  earlier leader already applied.
-- A missing group (first start, or a Redis that restarted empty) is created
-  at a given id with MKSTREAM; the service passes "now minus HEALTH_WINDOW",
-  so a recreated group neither loses the entries written since the restart nor
-  replays ancient history.
+Read, acknowledge, claim and trim run fenced by the lease (``fenced_lua.py``); history is read
+without the group. The delivery contract: ``docs/publisher.md`` ("The consumer group").
 """
 
 from __future__ import annotations

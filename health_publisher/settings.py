@@ -1,5 +1,5 @@
-"""The publisher's settings: SPEC names (``REDIS_URL``, ``HEALTH_*``, ``PUBLISHER_LEASE_MS``) plus
-a few of its own under the ``HEALTH_`` / ``PUBLISHER_`` prefixes it owns."""
+"""The publisher's settings: ``REDIS_*``, the event log's caps (``EVENT_LOG_*``), and its own
+``HEALTH_*`` / ``PUBLISHER_*``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from connectome_core.settings import RedisSettings
+from connectome_core.log_settings import EventLogSettings
 
 
 def default_consumer_name() -> str:
@@ -17,9 +17,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class PublisherSettings(RedisSettings):
-    # REDIS_URL, REDIS_TLS_*, REDIS_PASSWORD_FILE and REDIS_SENTINEL_PASSWORD come from
-    # RedisSettings.
+class PublisherSettings(EventLogSettings):
+    # REDIS_URL, REDIS_TLS_*, REDIS_PASSWORD_FILE, REDIS_SENTINEL_PASSWORD and EVENT_LOG_* come
+    # from the bases.
     owned_prefixes: ClassVar[tuple[str, ...]] = ("HEALTH_", "PUBLISHER_")
 
     health_interval: float = Field(

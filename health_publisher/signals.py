@@ -1,14 +1,9 @@
 """Connectome signals: one pydantic model per ``kind``, and parsing of raw stream entries.
 
-A ``connectome:signals`` entry is a flat map of byte strings (``kind`` plus the
-fields of its kind, SPEC "Signals"). :func:`parse_signal` turns one into a
-typed signal or raises :class:`BadSignal` whose ``reason`` is one of
-:data:`BAD_REASONS` (a metrics label) and whose message says what is wrong.
-
-Tolerant where it costs nothing, strict where a value would mislead:
-fields the kind does not define are ignored (engines may add their own),
-numbers arrive as text and are parsed (``"3"`` is an int, ``"3.5"`` is not),
-and anything missing, non-numeric, non-finite or out of range is refused.
+:func:`parse_signal` turns a ``connectome:signals`` entry (``kind`` plus the fields of its kind)
+into a typed signal, or raises :class:`BadSignal` whose ``reason`` is one of
+:data:`BAD_REASONS` (a metrics label). Unknown fields are ignored; missing, non-numeric,
+non-finite or out-of-range values are refused.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""The status rules of SPEC "The connectome_health payload", as one pure function.
+"""The status rules of the ``connectome_health`` payload, as one pure function.
 
-- ``ERROR`` (score 0) while a query write or DMZ violation attempt was seen
-  within ``window`` seconds;
-- else ``WARN`` (score 0.7) while an async epoch mismatch was seen within the
-  window, or while no signal has arrived for ``stale_after`` seconds;
-- else ``OK`` (score 1).
-
-``notes`` name every reason that holds, the worst first, so an ERROR that also
-has a stale stream says both. Inputs are the times (unix seconds) of the most
-recent observations, so the function needs no state and no clock of its own;
-:func:`next_change_at` says when the passage of time alone will change the answer.
+ERROR while a query write or DMZ violation was seen within ``window``; else WARN while an
+epoch mismatch was seen or signals are stale; else OK. :func:`next_change_at` says when time
+alone changes the answer.
 """
 
 from __future__ import annotations

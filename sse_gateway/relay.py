@@ -19,6 +19,7 @@ from typing import Any
 
 from connectome_core.backoff import Backoff
 from connectome_core.contract import HEALTH_EVENT, PING_EVENT, RESERVED_EVENTS, event_from_channel
+from connectome_core.event_log import LOG_ID_CHANNEL
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.health_watch import HealthWatch, payload_ts
@@ -122,6 +123,8 @@ class Relay:
                 log.error("traceback of the drop above", exc_info=exc)
 
     def _relay(self, channel: str, data: bytes) -> None:
+        if channel == LOG_ID_CHANNEL:  # the event log's id marker: not an event, not a drop
+            return
         # Everything that can drop a message runs here, before it reaches anyone.
         framed = self.frame(channel, data)
         if framed is None:

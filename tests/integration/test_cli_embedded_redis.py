@@ -73,8 +73,11 @@ async def test_pattern_subscriber_gets_publish_event_and_snapshot(
     await pubsub.psubscribe("sse:*")
     try:
         receivers = await publish_event(client, "connectome_health", '{"a":1}')
+        marker = await next_message(pubsub)  # the event log's id marker comes first
         message = await next_message(pubsub)
         assert receivers == 1
+        assert marker["channel"] == b"sse:log:ids"
+        assert marker["data"].endswith(b" connectome_health")
         assert message["channel"] == b"sse:connectome_health"
         assert message["data"] == b'{"a":1}'
         assert await client.get("sse:last:connectome_health") == b'{"a":1}'

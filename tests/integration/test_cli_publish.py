@@ -1,4 +1,5 @@
-"""`connectome-sse publish` against a real Redis and a real gateway, error paths included."""
+"""`connectome-sse publish EVENT DATA` against a real Redis and a real gateway, error paths
+included. (``--lines``: test_cli_publish_lines.py.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from connectome_core.contract import RESERVED_EVENTS
+from connectome_core.event_log import LOG_KEY, LOG_LAST_KEY, log_event_id
 from connectome_core.payload import example_health_payload, parse_health_payload
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.ports import free_port
@@ -117,3 +120,45 @@ def test_unreachable_redis_is_one_line_exit_1_without_the_password() -> None:
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("connectome-sse publish: cannot reach Redis at redis://app:***@")
     assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("event", sorted(RESERVED_EVENTS))
+def test_regression_reserved_names_are_refused_exit_2_and_nothing_written(
+    redis_server: RedisServer, event: str
+) -> None:
+    done = cli("publish", event, "x", redis_url=redis_server.url)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.count("\n") == 1 and "reserved" in done.stderr
+    with redis_server.client() as client:
+        assert client.keys("*") == []  # no snapshot, no log entry, no snapshot id
+
+
+@pytest.mark.parametrize(("data", "stdin"), [("-", ""), ("-", "\n"), ("", None)])
+def test_regression_empty_data_is_refused_exit_2_and_nothing_written(
+    redis_server: RedisServer, data: str, stdin: str | None
+) -> None:
+    done = cli("publish", "notice", data, redis_url=redis_server.url, stdin=stdin)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.count("\n") == 1 and "empty" in done.stderr
+    with redis_server.client() as client:
+        assert client.keys("*") == []
+
+
+def test_publish_goes_through_the_log_and_prints_the_event_id(redis_server: RedisServer) -> None:
+    with redis_server.client() as client:
+        pubsub = client.pubsub()
+        pubsub.psubscribe("sse:*")
+        assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
+        done = cli("publish", "deploy", "v1.2 rolled out", redis_url=redis_server.url)
+        assert done.returncode == 0, done.stderr
+        ((sid, fields),) = client.xrange(LOG_KEY)
+        assert fields == {b"event": b"deploy", b"data": b"v1.2 rolled out"}
+        assert client.hget(LOG_LAST_KEY, "deploy") == sid
+        assert log_event_id(sid, "deploy", "v1.2 rolled out") in done.stdout
+        # One subscriber: this test's connection (a gateway process holds one each).
+        assert "1 subscriber on sse:deploy" in done.stdout and "gateway process" in done.stdout
+        marker = pubsub.get_message(timeout=5)
+        event = pubsub.get_message(timeout=5)
+        pubsub.close()
+    assert marker is not None and marker["data"] == sid + b" deploy"
+    assert event is not None and event["channel"] == b"sse:deploy"

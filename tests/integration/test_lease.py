@@ -1,5 +1,6 @@
 """The leader lease on a real redis-server: acquire, compare-and-renew, local deadline before
-expiry, the fenced publish. (Fencing of the group's read/ack/claim: test_publisher_fencing.py.)
+expiry, the fenced logged publish. (Fencing of the group's read/ack/claim:
+test_publisher_fencing.py.)
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from connectome_core.contract import LEADER_KEY
+from connectome_core.event_log import LOG_ID_CHANNEL, LOG_KEY, LOG_LAST_KEY, log_event_id
 from connectome_sse.localrun.redis_server import RedisServer
-from health_publisher.lease import LeaderLease
+from health_publisher.lease import CHECKPOINT_KEY, LeaderLease
 from tests.support.publisher import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -98,15 +100,28 @@ async def test_release_is_compare_and_delete(server: _Clients) -> None:
     assert await b.acquire()
 
 
-async def test_fenced_publish_writes_snapshot_and_channel(server: _Clients) -> None:
+async def test_fenced_publish_writes_log_snapshot_checkpoint_and_channel(
+    server: _Clients,
+) -> None:
     redis = client(server)
     pubsub = redis.pubsub()
-    await pubsub.subscribe("sse:connectome_health")
+    await pubsub.psubscribe("sse:*")
     await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
     lease = LeaderLease(client(server), "a", 3000)
     assert await lease.acquire()
-    assert await lease.publish("connectome_health", '{"x":1}') == 1
+    published = await lease.publish("connectome_health", '{"x":1}', "cp")
+    assert published is not None and published.receivers == 1
+    assert published.event_id == log_event_id(published.stream_id, "connectome_health", '{"x":1}')
     assert await redis.get("sse:last:connectome_health") == b'{"x":1}'
+    assert await redis.get(CHECKPOINT_KEY) == b"cp"
+    sid = published.stream_id.encode()
+    assert await redis.xrange(LOG_KEY) == [
+        (sid, {b"event": b"connectome_health", b"data": b'{"x":1}'})
+    ]
+    assert await redis.hgetall(LOG_LAST_KEY) == {b"connectome_health": sid}
+    marker = await pubsub.get_message(timeout=1.0)
+    assert marker is not None and marker["channel"] == LOG_ID_CHANNEL.encode()
+    assert marker["data"] == sid + b" connectome_health"
     message = await pubsub.get_message(timeout=1.0)
     assert message is not None and message["data"] == b'{"x":1}'
     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -119,6 +134,8 @@ async def test_fenced_publish_refuses_a_publisher_that_lost_the_lease(
     a = LeaderLease(client(server), "a", 3000)
     assert await a.acquire()
     await redis.set(LEADER_KEY, "b")
-    assert await a.publish("connectome_health", "{}") is None
+    assert await a.publish("connectome_health", "{}", "cp") is None
     assert not a.held()
     assert await redis.get("sse:last:connectome_health") is None
+    # Nothing else either: no log entry, no snapshot id, no checkpoint.
+    assert await redis.exists(LOG_KEY, LOG_LAST_KEY, CHECKPOINT_KEY) == 0

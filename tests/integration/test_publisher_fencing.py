@@ -1,7 +1,7 @@
 """A deposed leader must neither read nor acknowledge signals: real redis-server, two publishers
 stepped by hand (white-box), so the exact interleavings that lost a violation are replayed.
 
-The path that lost a DMZ violation (issue 16, item 2): the lease key vanishes (eviction,
+The path that once lost a DMZ violation: the lease key vanishes (eviction,
 ``DEL``, a failover that lost it); a standby takes the lease and finishes its recovery
 (claim + replay up to the group's last-delivered id); then a violation arrives and the old
 leader, still inside its local deadline, reads it with ``XREADGROUP >`` and acknowledges it.

@@ -1,6 +1,6 @@
-"""A new leader's recovery against a real redis-server (issue 16, items 4, 5, 6, 6a, 6b, 13):
-deleted pending entries, trimming by time, consumers of dead publishers, stream order,
-a long replay under a short lease, and a flood of bad signals."""
+"""A new leader's recovery against a real redis-server: deleted pending entries, trimming by
+time, consumers of dead publishers, stream order, a long replay under a short lease, and a
+flood of bad signals."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ async def test_housekeeping_trims_by_time_and_removes_consumers_of_dead_publishe
         return all(c["idle"] > 600 for c in infos if c["name"] != b"host-104")
 
     await until(ghosts_idle, what="the ghosts idle for two leases")
-    publisher.next_housekeeping_at = 0.0
+    publisher.housekeeping.next_at = 0.0
     await step_until(publisher, lambda: consumers() == {"host-104"})
     assert sync.xlen(SIGNALS_STREAM) < 150, "old entries not trimmed"
     kept: Any = sync.xrange(SIGNALS_STREAM, min=recent[0])
@@ -172,7 +172,7 @@ async def test_a_flood_of_bad_signals_is_counted_as_bad_input_and_logged_rate_li
     lines = [r for r in caplog.records if "bad signal" in r.getMessage()]
     assert len(lines) == 1 and "nested too deeply" in lines[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
-    publisher.bad_log.clock = lambda: time.monotonic() + 3600  # the interval has passed
+    publisher.applier.bad_log.clock = lambda: time.monotonic() + 3600  # the interval has passed
     xadd(sync, "pressure", contradiction=0.5, top_edges=deep)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="health_publisher"):

@@ -1,4 +1,4 @@
-"""Two publishers through a Sentinel failover (issue 10): the lease, the group, the counts.
+"""Two publishers through a Sentinel failover: the lease, the group, the counts.
 
 Signals are written (XADD, then ``WAIT 1 0.5`` for the replica) at 50/s before,
 during and after a ``kill -9`` of the master. Asynchronous replication means the

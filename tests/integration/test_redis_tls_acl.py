@@ -11,7 +11,7 @@ import redis
 
 from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_server import RedisServer
-from tests.support.redis_acl import make_user
+from tests.support.redis_acl import RULES, make_user
 from tests.support.redis_tls import TlsRedisServer
 
 
@@ -82,9 +82,12 @@ def test_publish_as_its_minimal_acl_user(redis_server: RedisServer) -> None:
         assert admin.get("sse:last:tls_check") == b"hello"
 
 
-def test_acl_user_lacking_publish_gets_one_line(redis_server: RedisServer) -> None:
+def test_acl_user_lacking_publish_gets_one_line_and_nothing_is_written(
+    redis_server: RedisServer,
+) -> None:
+    rule = tuple(t for t in RULES["cli_publish"] if t != "+publish")
     with redis_server.client() as admin:
-        make_user(admin, "no-pub", "s3cret-pw", ("+multi", "+exec", "+set", "~sse:last:*"))
+        make_user(admin, "no-pub", "s3cret-pw", rule)
     url = f"redis://no-pub:s3cret-pw@127.0.0.1:{redis_server.port}/0"
     done = publish({"REDIS_URL": url})
     assert done.returncode == 1
@@ -93,7 +96,8 @@ def test_acl_user_lacking_publish_gets_one_line(redis_server: RedisServer) -> No
     assert "the ACL user 'no-pub' lacks a permission" in line
     assert "publish" in line and "s3cret-pw" not in line and "Traceback" not in line
     with redis_server.client() as admin:
-        assert admin.get("sse:last:tls_check") is None  # MULTI: nothing half-done
+        # The script checks every permission before its first write: nothing half-done.
+        assert admin.keys("*") == []
 
 
 def test_wrong_password_is_one_line_without_it(redis_server: RedisServer) -> None:

@@ -5,8 +5,14 @@ exactly the commands, keys and channels the process's code sends, read from
 the code. No rule may write another process's keys: only the gateway with
 authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
 
-- ``cli_publish``: ``connectome-sse publish`` = MULTI, SET ``sse:last:<event>``,
-  PUBLISH ``sse:<event>``, EXEC (``connectome_sse/publishing.py``).
+- ``cli_publish``: ``connectome-sse publish`` = one EVAL of the logged publish
+  (``connectome_core/event_log.py``), inside it XADD (and XTRIM MINID, TIME for the age
+  cap) on ``sse:log``, HSET ``sse:log:last``, SET ``sse:last:<event>``, PUBLISH on
+  ``sse:log:ids`` and ``sse:<event>``. Channels are ARGV, never KEYS, so no key rule
+  names a channel.
+- ``fcall_publish``: another program publishing through the log with ``FCALL
+  sse_publish`` (the function the publisher loads): the same commands as
+  ``cli_publish``, with FCALL instead of EVAL.
 - ``gateway``: PSUBSCRIBE ``sse:*`` (and PUNSUBSCRIBE when it closes), PING
   (the silence check), SCAN + MGET/GET ``sse:last:*`` (snapshots, read only:
   ``%R~``), CLIENT SETNAME (its clients are named), and its echo: SUBSCRIBE
@@ -25,9 +31,9 @@ authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
   outside them a plain XREAD BLOCK that only waits), XINFO GROUPS, TIME,
   SET/GET on the lease and checkpoint (``connectome:publisher:*``), the Lua
   scripts (EVALSHA, EVAL; inside them GET, PEXPIRE, DEL, SET, PUBLISH run as
-  the same user), SET ``sse:last:*`` and PUBLISH ``sse:*``, PING, CLIENT
-  SETNAME. Its fenced publish script names the channel among its KEYS, so
-  it needs key access to the one channel it publishes, ``sse:connectome_health``.
+  the same user), the logged publish inside its fenced publish script (as
+  ``cli_publish``), FUNCTION LOAD (the event log's library, for FCALL), PING,
+  CLIENT SETNAME.
 
 AUTH and HELLO need no permission. redis-py's ``CLIENT SETINFO`` on connect is
 allowed to fail. A non-zero database in the URL needs ``+select`` too. ACL
@@ -56,15 +62,23 @@ GATEWAY = (
     GATEWAY_ECHO_CHANNELS,
 )
 
+# What the logged publish runs (connectome_core/event_log.py LOGGED_PUBLISH_LUA).
+LOGGED_PUBLISH = (
+    "+xadd",
+    "+xtrim",
+    "+time",
+    "+hset",
+    "+set",
+    "+publish",
+    "~sse:log",
+    "~sse:log:last",
+    "~sse:last:*",
+    "&sse:*",
+)
+
 RULES: dict[str, tuple[str, ...]] = {
-    "cli_publish": (
-        "+multi",
-        "+exec",
-        "+set",
-        "+publish",
-        "~sse:last:*",
-        "&sse:*",
-    ),
+    "cli_publish": ("+eval", *LOGGED_PUBLISH),
+    "fcall_publish": ("+fcall", *LOGGED_PUBLISH),
     "gateway": GATEWAY,
     "gateway_auth": (*GATEWAY, "+set", "+getdel", "~sse:ticket:*"),
     "demo_engine": (
@@ -97,14 +111,15 @@ RULES: dict[str, tuple[str, ...]] = {
         "+eval",
         "+evalsha",
         "+script|load",
+        "+function|load",
+        "+xadd",
+        "+hset",
         "+publish",
         "~connectome:signals",
         "~connectome:publisher:*",
+        "~sse:log",
+        "~sse:log:last",
         "~sse:last:*",
-        # FENCED_PUBLISH_LUA (health_publisher/lease.py) passes its channel in KEYS, so
-        # Redis checks sse:connectome_health as a key; drop this once it is an ARGV.
-        "~sse:connectome_health",
-        # The publishers' event log key, when there is one, goes here (and in cli_publish).
         "&sse:*",
     ),
 }

@@ -1,4 +1,5 @@
-"""`publish` validates the event name and, for connectome_health, the payload before writing."""
+"""`publish` validates the event name (reserved ones refused), the data (never empty) and, for
+connectome_health, the payload before writing."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def test_missing_ts_is_set_to_now() -> None:
     [
         ("bad name", "x", "invalid event name"),
         ("a" * 65, "x", "invalid event name"),
+        ("ping", "x", "reserved"),
+        ("health_stale", "{}", "reserved"),
+        ("notice", "", "empty"),
         ("connectome_health", "{nope", "not JSON"),
         ("connectome_health", json.dumps(full(state="BAD")), r"status\.state"),
         ("connectome_health", json.dumps({**full(), "extra": 1}), "extra"),

@@ -14,7 +14,7 @@ from connectome_core.payload import (
     parse_health_payload,
 )
 
-SPEC_KEYS = {
+PAYLOAD_KEYS = {
     "schema",
     "ts",
     "playthrough_id",
@@ -36,7 +36,7 @@ def wire(**changes: object) -> dict[str, object]:
 def test_serializes_with_the_spec_keys_and_round_trips() -> None:
     payload = example_health_payload(ts=12.5, state="WARN")
     data = json.loads(payload.to_json())
-    assert set(data) == SPEC_KEYS
+    assert set(data) == PAYLOAD_KEYS
     assert data["schema"] == 1
     assert data["status"] == {"state": "WARN", "score": 0.7, "notes": []}
     assert set(data["runner"]["last_interrupt"]) == {"reason", "moment_id", "age_ticks"}
@@ -84,7 +84,7 @@ def test_refuses_a_missing_key() -> None:
 
 def test_json_schema_names_every_key_as_required() -> None:
     schema = health_json_schema()
-    assert set(schema["required"]) == SPEC_KEYS
+    assert set(schema["required"]) == PAYLOAD_KEYS
     assert schema["properties"]["schema"]["const"] == 1
     assert "from" in schema["$defs"]["TopEdge"]["properties"]
     assert schema["$defs"]["Status"]["properties"]["state"]["enum"] == ["OK", "WARN", "ERROR"]

@@ -1,4 +1,4 @@
-"""health-publisher settings: SPEC names and defaults, one-line errors, flags mirroring them."""
+"""health-publisher settings: names and defaults, one-line errors, flags mirroring them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from health_publisher import cli
 from health_publisher.settings import PublisherSettings
 
 
-def test_defaults_are_the_spec_ones() -> None:
+def test_defaults_are_the_documented_ones() -> None:
     s = load_settings(PublisherSettings, {})
     assert s.redis_url == "redis://127.0.0.1:6379/0"
     assert (s.health_interval, s.health_max_rate) == (1.0, 2.0)

@@ -117,7 +117,7 @@ def test_too_many_edges_are_refused() -> None:
 
 
 def test_top_edges_nested_100000_levels_deep_is_a_bad_value_not_a_crash() -> None:
-    # Regression (issue 16, 6b): json.loads raised RecursionError, counted as "internal".
+    # Regression: json.loads raised RecursionError, counted as "internal".
     deep = "[" * 100_000 + "]" * 100_000
     with pytest.raises(BadSignal) as caught:
         parse_signal({b"kind": b"pressure", b"contradiction": b"0.5", b"top_edges": deep.encode()})
