@@ -1,24 +1,10 @@
 """Loading a process's settings: environment (injectable), command-line flags, one-line errors.
 
-Each process has one frozen pydantic-settings model. Fields carry their
-environment name as ``validation_alias`` (``SSE_PORT``, ``REDIS_URL``...), so
-the model reads the same names whether they come from ``os.environ`` or from a
-mapping a test passes in. Command-line flags mirror the fields (``--port``,
-``--ping-interval``) and win over the environment.
-
-A bad value raises :class:`SettingsError` whose message is one line naming
-the environment variable (and the flag, when a flag gave it); entry points
-print it and exit 2. Secrets are never flags (a command line is readable by
-every user of the host): ``secret_fields`` get a flag only to refuse it, and
-``secret_files`` names the ``*_FILE`` setting that may hold each one. A variable that
-carries one of the model's prefixes (``owned_prefixes`` of the class and of
-its bases) but is not one of its settings (a typo such as ``SSE_PROT``) is an
-error too, rather than a silently ignored knob.
-
-Every process that talks to Redis derives its model from
-:class:`RedisSettings`: ``REDIS_URL`` in any of its forms, the TLS files,
-``REDIS_PASSWORD_FILE`` and the sentinels' password, checked together at start, and
-:meth:`RedisSettings.redis_target` to hand to ``connectome_core.redis_connect``.
+Each process has one frozen pydantic-settings model whose fields carry their
+environment name as ``validation_alias``; flags mirror the fields and win over
+the environment. A bad value raises :class:`SettingsError`, one line naming the
+variable (and the flag). Secrets are never flags. Every process that talks to
+Redis derives its model from :class:`RedisSettings`.
 """
 
 from __future__ import annotations
@@ -39,12 +25,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectome_core.redaction import RedactingParser, redact_text
 from connectome_core.redis_target import RedisTarget, RedisUrlError, parse_redis_url
 from connectome_core.secret_files import read_secret_file, resolve_secret, url_holds_password
+from connectome_core.version import add_version_flag
 
 S = TypeVar("S", bound="ProcessSettings")
 
@@ -139,7 +127,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class RedisSettings(ProcessSettings):
-    """The Redis settings every process shares (SPEC "Which Redis").
+    """The Redis settings every process shares: ``REDIS_URL`` in every form, TLS, passwords.
 
     ``REDIS_TLS_`` is owned, so ``REDIS_TLS_CA_FLIE`` is a typo error. ``REDIS_``
     as a whole is not: Kubernetes injects ``REDIS_PORT``, ``REDIS_SERVICE_HOST``...
@@ -328,8 +316,20 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings
             metavar=env,
             help=argparse.SUPPRESS
             if secret
-            else f"{field.description or ''} [env {env}, default {field.default!r}]",
+            else f"{field.description or ''} {_env_and_default(env, field)}",
         )
+
+
+def _env_and_default(env: str, field: FieldInfo) -> str:
+    """``[env SSE_PORT, default 8000]``; an empty default reads ``(empty)``, none is left out."""
+    if field.default_factory is not None:
+        value: object = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if value is None or value is PydanticUndefined:
+        return f"[env {env}]"
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return f"[env {env}, default {text or '(empty)'}]"
 
 
 def settings_from_args(
@@ -369,6 +369,7 @@ def build_parser(
     prog: str, description: str, cls: type[ProcessSettings]
 ) -> argparse.ArgumentParser:
     parser = RedactingParser(prog=prog, description=description)
+    add_version_flag(parser, prog)
     add_setting_flags(parser, cls)
     return parser
 

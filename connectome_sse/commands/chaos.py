@@ -29,7 +29,6 @@ from connectome_sse.chaos.topology import Settings, chaos_topology
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
 from connectome_sse.localrun.topology import Topology
 
-HELP = "run fault scenarios against a local topology of real processes; exit 1 when one fails"
 
 SOAK = "soak"
 DEFAULT_CLIENTS = 100

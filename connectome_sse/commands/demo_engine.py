@@ -21,8 +21,6 @@ from connectome_core.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsE
 from connectome_sse.demo.engine import run_engine
 from connectome_sse.demo.scenario import TICKS_PER_SECOND, DemoConfig, DemoScenario
 
-HELP = "a simulated connectome engine: writes realistic signals into connectome:signals"
-
 
 def _positive_or_zero(text: str) -> float:
     value = float(text)

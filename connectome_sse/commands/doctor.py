@@ -19,7 +19,6 @@ from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, obser
 from connectome_sse.doctor.report import json_report, text_report
 from connectome_sse.gateway_url import GatewayUrlError, split_gateway_url
 
-HELP = "check an SSE endpoint through every proxy in between; exit 1 when a check fails"
 DEFAULT_IDLE_S = 75.0
 
 

@@ -29,8 +29,6 @@ from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError
 
-HELP = "print a live SSE stream in the terminal, one line per event"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", metavar="URL", help="gateway URL, e.g. http://127.0.0.1:8000")

@@ -19,7 +19,6 @@ from connectome_core.contract import is_valid_event_name
 from connectome_core.secret_files import SecretFileError, secret_from_environ
 from connectome_core.tokens import MIN_SECRET_BYTES, TokenVerifier
 
-HELP = "print a stream token signed with SSE_AUTH_SECRET (--events a,b, --ttl SECONDS, --sub NAME)"
 
 SECRET_ENV = "SSE_AUTH_SECRET"
 DEFAULT_TTL = 3600
