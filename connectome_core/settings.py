@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
     Field,
@@ -56,6 +56,17 @@ class ProcessSettings(BaseSettings):
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     # Secret field -> the field naming a file that may hold the secret instead.
     secret_files: ClassVar[Mapping[str, str]] = {}
+
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias="LOG_FORMAT",
+        description="log lines as text, or json: one JSON object per line",
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

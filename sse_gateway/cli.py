@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_cli("sse-gateway", DESCRIPTION, GatewaySettings, argv)
     if settings is None:
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("sse_gateway").info(
         "starting on %s:%d with %d worker(s), redis %s",
         settings.host,

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from connectome_core.logs import setup_logging
 from connectome_core.settings import SettingsError
 from connectome_sse.chaos.report import table, write_json
 from connectome_sse.chaos.runner import Row, Runner
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError, TemplateNotFound) as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
+    setup_logging("info", settings.gateway.log_format)
     # SIGTERM ends the run like Ctrl-C, so the topology's processes are stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     # The Sentinel scenarios get a topology of their own, started after the plain one stops.

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"demo-engine: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, settings.log_format)
     config = DemoConfig(
         speed=args.speed,
         tick_rate=args.tick_rate,
