@@ -30,7 +30,6 @@ from connectome_sse.chaos.topology import Settings, chaos_topology
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
 from connectome_sse.localrun.topology import Topology
 
-
 SOAK = "soak"
 DEFAULT_CLIENTS = 100
 SOAK_SECONDS = 600.0

@@ -19,7 +19,6 @@ from connectome_core.contract import is_valid_event_name
 from connectome_core.secret_files import SecretFileError, secret_from_environ
 from connectome_core.tokens import MIN_SECRET_BYTES, TokenVerifier
 
-
 SECRET_ENV = "SSE_AUTH_SECRET"
 DEFAULT_TTL = 3600
 MAX_TTL = 366 * 24 * 3600

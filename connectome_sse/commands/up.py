@@ -46,7 +46,6 @@ from connectome_sse.stack.embedded_redis import packaged_redis
 from connectome_sse.stack.local_redis import LocalRedis, StackError, free_port
 from connectome_sse.stack.supervisor import Supervisor, death_report
 
-
 READY_TIMEOUT = 60.0
 DEMO_HEALTH_WINDOW = "15"
 

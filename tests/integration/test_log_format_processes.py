@@ -38,7 +38,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise AssertionError(f"not a JSON line ({exc}): {line!r}\nin:\n{text}") from None
         assert isinstance(entry, dict), line
-        assert FIELDS <= entry.keys(), line
+        assert entry.keys() >= FIELDS, line
         entries.append(entry)
     assert entries, "no log line at all"
     return entries

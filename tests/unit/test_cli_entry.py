@@ -1,4 +1,4 @@
-"""The entry points themselves: lazy subcommands, ``--version`` and the defaults ``--help`` shows."""
+"""The entry points: lazy subcommands, ``--version`` and the defaults ``--help`` shows."""
 
 from __future__ import annotations
 
