@@ -25,14 +25,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails, PydanticUndefined
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connectome_core.cli_help import add_version_flag, env_and_default
 from connectome_core.redaction import RedactingParser, redact_text
 from connectome_core.redis_target import RedisTarget, RedisUrlError, parse_redis_url
 from connectome_core.secret_files import read_secret_file, resolve_secret, url_holds_password
-from connectome_core.version import add_version_flag
 
 S = TypeVar("S", bound="ProcessSettings")
 
@@ -311,13 +310,20 @@ def _plain(err: ErrorDetails) -> str:
     return err["msg"]
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
-    """One ``--kebab-case`` flag per field, documented with its environment name and default.
+def add_setting_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[ProcessSettings],
+    fields: Collection[str] | None = None,
+) -> None:
+    """One ``--kebab-case`` flag per field (or per one of ``fields``), documented with its
+    environment name and default.
 
     A secret's flag exists only to be refused in one line (an unknown flag would
     make argparse quote it back, secret and all); it is left out of ``--help``.
     """
     for name, field in cls.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
         env = str(field.validation_alias or name)
         secret = name in cls.secret_fields
         parser.add_argument(
@@ -327,20 +333,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings
             metavar=env,
             help=argparse.SUPPRESS
             if secret
-            else f"{field.description or ''} {_env_and_default(env, field)}",
+            else f"{field.description or ''} {env_and_default(env, field)}",
         )
-
-
-def _env_and_default(env: str, field: FieldInfo) -> str:
-    """``[env SSE_PORT, default 8000]``; an empty default reads ``(empty)``, none is left out."""
-    if field.default_factory is not None:
-        value: object = field.default_factory()  # type: ignore[call-arg]
-    else:
-        value = field.default
-    if value is None or value is PydanticUndefined:
-        return f"[env {env}]"
-    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-    return f"[env {env}, default {text or '(empty)'}]"
 
 
 def settings_from_args(

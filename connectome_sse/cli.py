@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, cast
 
+from connectome_core.cli_help import add_version_flag
 from connectome_core.redaction import RedactingParser
-from connectome_core.version import add_version_flag
 
 PROG = "connectome-sse"
 CLI_EXTRA = "cli"

