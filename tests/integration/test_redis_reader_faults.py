@@ -1,4 +1,4 @@
-"""The gateway's Redis reader against a real redis-server that misbehaves (issue 16).
+"""The gateway's Redis reader against a real redis-server that misbehaves.
 
 Each test drives the real ``RedisSource`` + ``Relay`` + ``Hub`` against a real
 ``redis-server`` that is paused (``CLIENT PAUSE``), whose subscription is
@@ -71,7 +71,7 @@ def kill_subscriptions(server: RedisServer) -> int:
         return int(client.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
 
 
-# -- item 1: one bad message never ends the reader ---------------------------------------
+# -- one bad message never ends the reader ---------------------------------------
 
 
 async def test_regression_a_bug_below_on_message_does_not_end_the_reader(
@@ -90,7 +90,7 @@ async def test_regression_a_bug_below_on_message_does_not_end_the_reader(
             assert sample(relay, "sse_events_dropped_total", reason="internal") >= 1
 
 
-# -- item 3: a re-sent snapshot never overwrites a newer live event ----------------------
+# -- a re-sent snapshot never overwrites a newer live event ----------------------
 
 
 class GatedSource(RedisSource):
@@ -133,7 +133,7 @@ async def test_regression_resent_snapshot_does_not_overwrite_a_newer_live_event(
     assert client.data("h")[-1] == "v3", client.data("h")
 
 
-# -- item 9a: a pause Redis recovers from costs nothing ----------------------------------
+# -- a pause Redis recovers from costs nothing ----------------------------------
 
 
 def publish_blocked(server: RedisServer, count: int) -> threading.Thread:
@@ -169,7 +169,7 @@ async def test_regression_client_pause_loses_nothing(own_redis: RedisServer, pau
             await until(lambda: relay.redis_up, what="up again")
 
 
-# -- item 10: a flapping Redis is backed off, and snapshots are not re-sent each time ----
+# -- a flapping Redis is backed off, and snapshots are not re-sent each time ----
 
 
 @contextlib.contextmanager
@@ -217,7 +217,7 @@ async def test_regression_flapping_redis_is_backed_off_and_snapshots_not_resent(
     assert in_window <= 5, in_window
     # Re-sends are coalesced and spaced (RESEND_SPACING): not one per reconnect.
     assert len(client.data("h")) <= 2, client.data("h")
-    # Item 13: each loss is logged at most once per 10 s, the rest counted, however
+    # Each loss is logged at most once per 10 s, the rest counted, however
     # often the connection flaps (here 3 + up to 5 losses within about 8 s; without
     # the limit, 6 lines). Possibly 0: the limiter is the process's, and an earlier
     # test of this file may have logged a loss within the interval.
@@ -225,7 +225,7 @@ async def test_regression_flapping_redis_is_backed_off_and_snapshots_not_resent(
     assert len(lost) <= 2, lost
 
 
-# -- item 11: snapshot discovery is bounded on a Redis full of other keys ----------------
+# -- snapshot discovery is bounded on a Redis full of other keys ----------------
 
 
 async def test_regression_snapshot_scan_uses_few_round_trips(redis_server: RedisServer) -> None:

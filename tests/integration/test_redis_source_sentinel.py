@@ -1,4 +1,4 @@
-"""The gateway's Redis reader on Sentinel (issue 10): never deaf on a demoted or cut-off master.
+"""The gateway's Redis reader on Sentinel: never deaf on a demoted or cut-off master.
 
 Real master, replica and three sentinels (``connectome_sse.localrun.redis_sentinel``).
 The trap (Centrifugo #1189): a subscription whose socket stays open to the old
