@@ -85,3 +85,21 @@ def test_gateway_help_shows_empty_and_list_defaults_plainly() -> None:
     assert "comma-separated allowed origins [env SSE_CORS_ORIGINS, default (empty)]" in text
     assert "[env SSE_PORT, default 8000]" in text
     assert "[env SSE_LATEST_ONLY, default connectome_health]" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo-engine", "--maxlen", "abc"],
+        ["demo-engine", "--tick-rate", "abc"],
+        ["demo-engine", "--violation-every", "nan"],
+        ["token", "--ttl", "abc"],
+        ["listen", "http://127.0.0.1:9", "--count", "abc"],
+    ],
+)
+def test_a_flag_that_is_not_a_number_says_so(argv: list[str]) -> None:
+    done = run(*console_script("connectome-sse", *argv))
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"argument {argv[-2]}: " in last and "'" + argv[-1] + "'" in last, last
+    assert " _" not in last and "invalid" not in last, last
