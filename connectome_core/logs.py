@@ -19,10 +19,12 @@ LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 
 # What every LogRecord has; anything else on a record came in through ``extra=``.
+# uvicorn's ``color_message`` is the message again with ANSI colours, for its own formatter.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 
