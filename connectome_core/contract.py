@@ -1,17 +1,8 @@
-"""The Redis wire contract: every channel, key and name both processes rely on.
+"""The Redis wire contract: every channel, key and name both services rely on.
 
-One home for the names in SPEC.md, so the gateway, the publisher and the CLI
-cannot drift apart:
-
-- ``sse:<event>`` is a pub/sub channel; a message body is the ``data`` of one
-  SSE event of type ``<event>``. Anyone may publish to it.
-- ``sse:last:<event>`` holds the latest snapshot of ``<event>``; a new client
-  gets it on connect, before live events.
-- Event names match ``[A-Za-z0-9_.-]{1,64}``. The rule also guarantees that an
-  event name can never contain a line break or a colon, so it can be framed
-  verbatim and ``sse:last:*`` keys are never mistaken for channels.
-- ``ping``, ``resync``, ``health_stale`` and ``probe`` are reserved for the
-  gateway (``RESERVED_EVENTS``).
+``sse:<event>`` channels and ``sse:last:<event>`` snapshots; event names match
+``[A-Za-z0-9_.-]{1,64}`` (never a line break or a colon); ``RESERVED_EVENTS`` are
+the gateway's own.
 """
 
 from __future__ import annotations
@@ -26,7 +17,7 @@ SIGNALS_STREAM = "connectome:signals"
 CONSUMER_GROUP = "health-publisher"
 LEADER_KEY = "connectome:publisher:leader"
 
-STREAM_PATH = "/api/sse"  # the gateway's event stream (SPEC "HTTP")
+STREAM_PATH = "/api/sse"  # the gateway's event stream
 
 HEALTH_EVENT = "connectome_health"
 PING_EVENT = "ping"

@@ -1,10 +1,8 @@
 """Log setup shared by every process, and a limiter for lines that bad input can repeat.
 
-One line per record, to stderr: text, or one JSON object per line (``LOG_FORMAT=json``)
-with the same fields, plus any passed as ``extra=`` (the stream open/close lines do).
-A flood of malformed messages or signals must not become a flood of log lines: such
-lines go through ``RateLimitedLog``, which lets one line per key through per interval
-and says, on the next line it lets through, how many it held back.
+One line per record to stderr: text, or one JSON object per line (``LOG_FORMAT=json``)
+with the same fields plus any ``extra=``. ``RateLimitedLog`` lets one line per key
+through per interval and counts the rest.
 """
 
 from __future__ import annotations
@@ -21,10 +19,12 @@ LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 
 # What every LogRecord has; anything else on a record came in through ``extra=``.
+# uvicorn's ``color_message`` is the message again with ANSI colours, for its own formatter.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 

@@ -1,20 +1,8 @@
 """The ``connectome_health`` payload, schema version 1: the one model every process agrees on.
 
-The publisher builds it, ``connectome-sse publish`` validates against it, the
-dashboard reads its JSON, and ``connectome-sse schema`` prints its JSON Schema.
-The shape is exactly SPEC.md's:
-
-- ``schema`` is the literal ``1``; a change of shape is a new version, never a
-  silent edit of this one.
-- Unknown keys are refused (``extra="forbid"``) so a typo in a hand-written
-  payload is caught at ``publish`` time rather than shown as a blank on the dashboard.
-- Every key is required (the publisher always sends the full shape), so the
-  validation and serialization schemas are the same document.
-- Non-finite numbers are refused: JSON has no NaN or Infinity.
-- ``top_edges[].polarity`` is a number in ``[-1, 1]``: negative edges contradict,
-  positive ones support. ``strength``, ``confidence`` and ``contrib`` lie in ``[0, 1]``.
-- Two keys are Python keywords or pydantic names (``schema``, ``from``); the
-  models hold them as ``schema_`` / ``from_`` and always serialize by alias.
+Strict on purpose: unknown keys refused, every key required, no NaN or
+Infinity. ``schema`` and ``from`` are held as ``schema_``/``from_`` and always
+serialized by alias.
 """
 
 from __future__ import annotations

@@ -1,29 +1,9 @@
-"""Which Redis a process talks to: every ``REDIS_URL`` form of SPEC, parsed in one place.
+"""Which Redis a process talks to: every ``REDIS_URL`` form, parsed in one place.
 
-| form                                                         | kind       |
-|--------------------------------------------------------------|------------|
-| ``redis://[[user]:password@]host[:port][/db]``               | ``tcp``    |
-| ``rediss://…``                                               | ``tcp``, TLS |
-| ``unix:///path/to/redis.sock[?db=N][&password=P]``           | ``unix``   |
-| ``redis+sentinel://[[user]:password@]h:p[,h:p…]/master[/db]`` | ``sentinel`` |
-| ``rediss+sentinel://…``                                      | ``sentinel``, TLS |
-
-The URL says where and who; the TLS files and the sentinels' own password
-come from their settings (``REDIS_TLS_CA_FILE``, ``REDIS_TLS_CERT_FILE``,
-``REDIS_TLS_KEY_FILE``, ``REDIS_SENTINEL_PASSWORD``) and are attached with
-:func:`parse_redis_url`'s keywords. With ``rediss+sentinel://`` both the
-sentinels and the master are spoken to over TLS, with the same CA and client
-certificate.
-
-A :class:`RedisTarget` is frozen; its passwords are ``SecretStr`` and
-:meth:`RedisTarget.display` is the only text form meant for logs. A malformed
-URL raises :class:`RedisUrlError`, whose message never contains the password
-(the caller names the setting: ``REDIS_URL: …``).
-
-The parser is strict where redis-py's ``from_url`` is lenient: query
-parameters other than ``db``/``password``/``username`` of a Unix socket URL are
-refused rather than ignored, so that ``?ssl_cert_reqs=none`` can never switch
-certificate checks off and a typo is never a silently ignored knob.
+``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://``/``rediss+sentinel://``
+become a frozen :class:`RedisTarget` (passwords as ``SecretStr``; ``display()``
+for logs). Stricter than redis-py's ``from_url``: unknown query parameters are
+refused, so ``?ssl_cert_reqs=none`` can never turn certificate checks off.
 """
 
 from __future__ import annotations

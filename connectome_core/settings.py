@@ -1,24 +1,10 @@
 """Loading a process's settings: environment (injectable), command-line flags, one-line errors.
 
-Each process has one frozen pydantic-settings model. Fields carry their
-environment name as ``validation_alias`` (``SSE_PORT``, ``REDIS_URL``...), so
-the model reads the same names whether they come from ``os.environ`` or from a
-mapping a test passes in. Command-line flags mirror the fields (``--port``,
-``--ping-interval``) and win over the environment.
-
-A bad value raises :class:`SettingsError` whose message is one line naming
-the environment variable (and the flag, when a flag gave it); entry points
-print it and exit 2. Secrets are never flags (a command line is readable by
-every user of the host): ``secret_fields`` get a flag only to refuse it, and
-``secret_files`` names the ``*_FILE`` setting that may hold each one. A variable that
-carries one of the model's prefixes (``owned_prefixes`` of the class and of
-its bases) but is not one of its settings (a typo such as ``SSE_PROT``) is an
-error too, rather than a silently ignored knob.
-
-Every process that talks to Redis derives its model from
-:class:`RedisSettings`: ``REDIS_URL`` in any of its forms, the TLS files,
-``REDIS_PASSWORD_FILE`` and the sentinels' password, checked together at start, and
-:meth:`RedisSettings.redis_target` to hand to ``connectome_core.redis_connect``.
+Each process has one frozen pydantic-settings model whose fields carry their
+environment name as ``validation_alias``; flags mirror the fields and win over
+the environment. A bad value raises :class:`SettingsError`, one line naming the
+variable (and the flag). Secrets are never flags. Every process that talks to
+Redis derives its model from :class:`RedisSettings`.
 """
 
 from __future__ import annotations
@@ -28,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
     Field,
@@ -42,6 +28,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connectome_core.cli_help import add_version_flag, env_and_default
 from connectome_core.redaction import RedactingParser, redact_text
 from connectome_core.redis_target import RedisTarget, RedisUrlError, parse_redis_url
 from connectome_core.secret_files import read_secret_file, resolve_secret, url_holds_password
@@ -68,6 +55,17 @@ class ProcessSettings(BaseSettings):
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     # Secret field -> the field naming a file that may hold the secret instead.
     secret_files: ClassVar[Mapping[str, str]] = {}
+
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias="LOG_FORMAT",
+        description="log lines as text, or json: one JSON object per line",
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -139,7 +137,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class RedisSettings(ProcessSettings):
-    """The Redis settings every process shares (SPEC "Which Redis").
+    """The Redis settings every process shares: ``REDIS_URL`` in every form, TLS, passwords.
 
     ``REDIS_TLS_`` is owned, so ``REDIS_TLS_CA_FLIE`` is a typo error. ``REDIS_``
     as a whole is not: Kubernetes injects ``REDIS_PORT``, ``REDIS_SERVICE_HOST``...
@@ -312,13 +310,20 @@ def _plain(err: ErrorDetails) -> str:
     return err["msg"]
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
-    """One ``--kebab-case`` flag per field, documented with its environment name and default.
+def add_setting_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[ProcessSettings],
+    fields: Collection[str] | None = None,
+) -> None:
+    """One ``--kebab-case`` flag per field (or per one of ``fields``), documented with its
+    environment name and default.
 
     A secret's flag exists only to be refused in one line (an unknown flag would
     make argparse quote it back, secret and all); it is left out of ``--help``.
     """
     for name, field in cls.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
         env = str(field.validation_alias or name)
         secret = name in cls.secret_fields
         parser.add_argument(
@@ -328,7 +333,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type[ProcessSettings
             metavar=env,
             help=argparse.SUPPRESS
             if secret
-            else f"{field.description or ''} [env {env}, default {field.default!r}]",
+            else f"{field.description or ''} {env_and_default(env, field)}",
         )
 
 
@@ -369,6 +374,7 @@ def build_parser(
     prog: str, description: str, cls: type[ProcessSettings]
 ) -> argparse.ArgumentParser:
     parser = RedactingParser(prog=prog, description=description)
+    add_version_flag(parser, prog)
     add_setting_flags(parser, cls)
     return parser
 

@@ -1,10 +1,7 @@
 """Stream tokens: HS256 JWTs signed with ``SSE_AUTH_SECRET``, and the grant they carry.
 
-The codec both the gateway (which verifies) and the CLI (``connectome-sse token``,
-which mints) use. A token is refused before decoding when oversized; only HS256 is
-accepted; ``exp`` is required, finite, in the future and at most ``MAX_LIFETIME``
-ahead; ``sub`` is a string; ``events`` a list of event names. ``iat`` is not checked:
-clock skew between the app that mints and the gateway must not lock users out.
+The gateway verifies, ``connectome-sse token`` mints. Only HS256; ``exp`` required
+and bounded; ``iat`` unchecked, so clock skew never locks users out.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """One readable terminal line per SSE event, for ``connectome-sse listen``.
 
-``connectome_health`` gets its status coloured and its key figures picked out;
-``ping`` shows whether the gateway sees Redis and how old the newest health
-is; ``resync`` (the gateway did not know the id we resumed from: snapshots
-follow, something may have been missed) and ``health_stale`` (no publisher
-speaks) stand out; any other event shows its data as compact JSON (or the
-text itself, line breaks escaped). Relayed events end with their ``id``, the
-one a reconnection resumes from; gateway-made events carry none. Every field of a
-health payload is optional here: hand-published payloads may be partial.
+Health gets its status coloured and key figures; ``ping``, ``resync`` and
+``health_stale`` stand out; anything else shows its data as compact JSON.
+Health fields are all optional here: hand-published payloads may be partial.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """A small Server-Sent Events reader that behaves like a browser's EventSource.
 
-``LineSplitter`` and ``EventStreamParser`` are the pure part. The splitter cuts
-bytes into lines at CR, LF or CRLF and nowhere else (httpx's ``iter_lines``
-also cuts at U+2028, VT, FF and others, as ``str.splitlines`` does, which would
-break a payload holding one). The parser takes those lines and returns an event at each
-blank line, following the spec's rules for ``data``, ``event``, ``id`` and
-``retry`` (comments and unknown fields ignored, one leading space stripped,
-an event with no data is not dispatched).
-
-``EventSourceReader`` connects with httpx and reconnects like a browser: after
-the stream ends or breaks it waits the last ``retry`` the server sent, then
-reconnects with ``Last-Event-ID``. What a browser treats as final is final
-here too (a 4xx answer, a body that is not ``text/event-stream``), and so is
-a first connection that fails: a CLI should say so at once rather than spin.
-A line or an event past the reader's limits is final as well: memory stays
-bounded whatever the server sends.
+Lines split at CR, LF or CRLF only (never at U+2028 as ``str.splitlines`` does);
+``EventSourceReader`` reconnects after ``retry`` with ``Last-Event-ID``, treats
+what a browser treats as final as final, and keeps memory bounded.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_cli("health-publisher", DESCRIPTION, PublisherSettings, argv)
     if settings is None:
         return 2
-    setup_logging(settings.publisher_log_level)
+    setup_logging(settings.publisher_log_level, settings.log_format)
     # A Redis that cannot work until a setting changes (wrong CA, refused password, an
     # ACL user without PING, an unknown Sentinel master) stops us here with one line;
     # one that is only unreachable for now does not: the loop retries.

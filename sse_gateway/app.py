@@ -144,7 +144,7 @@ def app_from_environ() -> GatewayApp:
     unreachable for now does not: the gateway starts and its reader keeps retrying.
     """
     settings = load_settings(GatewaySettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     end_with_supervisor()
     problem = startup_problem_sync(settings.redis_target())
     if problem is not None:

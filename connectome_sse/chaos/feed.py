@@ -1,16 +1,8 @@
-"""What chaos puts into Redis and what it watches there, while a scenario runs.
+"""What chaos puts into Redis and what it watches there while a scenario runs.
 
-``SeqFeed`` publishes numbered events (``chaos_seq``, data ``{"seq": n}``) the
-proper way (snapshot + channel) at a steady rate, and keeps for each the
-receiver count Redis answered and how many gateways should have been
-subscribed then. Only an event that every expected gateway received is one a
-client must get: one published while a gateway was resubscribing is lost by
-Redis pub/sub itself (at most once), and the snapshot re-sent afterwards
-covers it.
-
-``HealthWatch`` subscribes to the health channel itself, so a stale payload
-(``ts`` older than one already published, e.g. from a publisher that was
-frozen past its lease) is seen even when no client would show it.
+``SeqFeed`` publishes numbered events and records which every expected gateway
+received (only those a client must get); ``HealthWatch`` follows the health
+channel itself, so a stale payload is seen even when no client would show it.
 """
 
 from __future__ import annotations

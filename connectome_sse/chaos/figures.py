@@ -1,26 +1,7 @@
 """From what the clients received to the figures of one scenario (pure; no I/O).
 
-Definitions (they are what the table's columns mean):
-
-- **recovery**: for each client, the longest time it went without *fresh*
-  health after the fault's clock started: from the clock start to its first
-  ``connectome_health`` whose payload ``ts`` is not older than the clock start,
-  and every gap between health events after that, until the observation ended.
-  The figure is the worst client's. A client with no fresh health by the end
-  "never came back", and the figure is then "never".
-- **lost**: numbered events every expected gateway received from Redis (see
-  ``feed.Published.owed``) after the client's first one, that the client never
-  got on any of its connections. A scenario may excuse a window in which
-  Redis itself discards what it had accepted (the output-buffer cut).
-- **duplicates**: a numbered event delivered again when the client already had
-  newer ones or had it as the newest (a replay). A repeat of the newest one is
-  not counted: that is the snapshot the SPEC re-sends on connect and after a
-  resubscribe.
-- **reordered**: a first delivery older than one already delivered.
-- **stale**: a health event whose ``ts`` is older than one the client (or, on
-  the channel, anyone) already saw: a dashboard moving backwards.
-- **cut**: streams of these clients that ended (the SPEC ends one only for the
-  gateway's own reasons).
+The columns (recovery, lost, duplicates, reordered, stale, cut) are defined in
+docs/cli.md, "chaos"; each function below computes one of them.
 """
 
 from __future__ import annotations

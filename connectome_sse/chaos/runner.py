@@ -1,10 +1,7 @@
 """Playing the scenarios on one topology: clients up, fault, measure, restore.
 
-Each scenario gets fresh clients (browser-like, resuming with Last-Event-ID)
-that must all hold a stream with health and a numbered event before the
-fault; the topology is shared and restored between scenarios. A scenario
-that cannot even start (clients not ready, topology not restorable) is a
-FAIL row with the reason, and the run goes on.
+Each scenario gets fresh browser-like clients; one that cannot even start is a
+FAIL row with its reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -19,16 +16,15 @@ from connectome_core.tokens import TokenVerifier
 from connectome_sse.chaos.feed import SEQ_EVENT, HealthWatch, SeqFeed
 from connectome_sse.chaos.figures import Figures, Window, measure
 from connectome_sse.chaos.rss import rss_mib
-from connectome_sse.chaos.scenarios import (
+from connectome_sse.chaos.scenario_kit import (
     FEED_RATE,
     STREAM_PATH,
     Context,
     Injected,
     Limits,
     Scenario,
-    redis_kill,
-    redis_kill_limits,
 )
+from connectome_sse.chaos.scenarios import redis_kill, redis_kill_limits
 from connectome_sse.chaos.topology import Settings
 from connectome_sse.localrun.browser import BrowserClient, ClientFleet
 from connectome_sse.localrun.topology import Topology

@@ -1,16 +1,9 @@
 """Each fault, next to the limit it is held to.
 
-A scenario's ``limits(settings, clients)`` is the contract in code: where the
-SPEC gives a number or a setting gives one, the limit is built from it; the
-few constants below are the processes' own reconnect timings (not settings),
-named where they come from. ``inject(ctx)`` breaks the topology and returns
-when the fault is over, saying where the recovery clock starts; the runner
-then measures, and ``Topology.restore`` brings everything back.
-
-Recovery limits all end with ``interval + MARGIN_S``: "fresh" health is one
-published after the clock started, so up to one ``HEALTH_INTERVAL`` passes
-before the next exists, and ``MARGIN_S`` (2 s) absorbs delivery and a loaded
-machine.
+``limits(settings, clients)`` builds each limit from a documented number or a
+setting; recovery limits end with ``interval + MARGIN_S`` (one HEALTH_INTERVAL
+until fresh health exists, plus delivery slack). ``inject(ctx)`` breaks the
+topology and says where the recovery clock starts.
 """
 
 from __future__ import annotations
@@ -19,21 +12,19 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import redis.asyncio as aioredis
 
 from connectome_core.contract import channel_for
-from connectome_sse.chaos.feed import HealthWatch, SeqFeed, redis_client
+from connectome_sse.chaos.scenario_kit import (
+    MARGIN_S,
+    Context,
+    Injected,
+    Limits,
+    Scenario,
+)
 from connectome_sse.chaos.topology import Settings
-from connectome_sse.localrun.browser import BrowserClient
 from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS
-from connectome_sse.localrun.topology import SentinelTopology, Topology
+from connectome_sse.localrun.topology import SentinelTopology
 
-MARGIN_S = 2.0
-FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
 # sse_gateway.redis_source and health_publisher.service: reconnect backoff capped at 5 s,
 # commands (and connects) time out after 5 s, the watchdog PINGs a subscription silent
 # for 5 s and gives up on it 5 s later.
@@ -49,87 +40,16 @@ DEFAULT_PUBSUB_LIMIT = "pubsub 33554432 8388608 60"
 CUT_PUBSUB_LIMIT = "pubsub 1mb 512kb 1"
 BULK_EVENT = "chaos_bulk"  # the burst's event type; clients do not select it
 FILL_EVENT = "chaos_fill"  # large events the stuck clients' pipes fill with
-# Clients take health, the numbered events and the fill events; never the bulk burst.
-STREAM_PATH = "/api/sse?events=connectome_health,chaos_seq,chaos_fill"
 # The reconnect storm's budget: 2 ms of one core per reconnecting client (nginx and a
 # gateway both handle each), on top of the ordinary recovery limit.
 STORM_MS_PER_CLIENT = 2.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The most each figure may be; None: not held to a limit in this scenario."""
-
-    recovery_s: float | None = None
-    lost: int | None = 0
-    duplicates: int | None = 0
-    reordered: int | None = 0
-    never_back: int | None = 0
-    stale: int | None = 0
-    cut: int | None = 0
-    peak_rss_mib: float | None = None
-    # Growth of the gateways' RSS over the second half of the soak.
-    rss_growth_mib: float | None = None
-    # Scenario-specific figures that must hold (name -> least value).
-    at_least: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Injected:
-    """What ``inject`` reports: where the recovery clock starts, what the figures exclude."""
-
-    clock_mono: float
-    clock_wall: float
-    excused: tuple[tuple[float, float], ...] = ()
-    extra: dict[str, float | int | str] = field(default_factory=dict)
-
-    @classmethod
-    def now(cls, **kwargs: Any) -> Injected:
-        return cls(time.monotonic(), time.time(), **kwargs)
-
-
-@dataclass
-class Context:
-    """What a scenario may touch."""
-
-    topology: Topology
-    settings: Settings
-    clients: list[BrowserClient]
-    feed: SeqFeed
-    watch: HealthWatch
-    # Clients left out of the figures (the stuck ones of "slow-clients").
-    excluded: set[int] = field(default_factory=set)
-    rss_baseline_mib: float = 0.0
-
-    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking step (a process start, a wait) without stalling the clients."""
-        return await asyncio.to_thread(fn, *args)
-
-    def redis(self) -> aioredis.Redis:
-        return redis_client(self.topology.redis_url, 5.0)
-
-
-Inject = Callable[[Context], Awaitable[Injected]]
-LimitsFor = Callable[[Settings, int], Limits]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    fault: str
-    limits: LimitsFor
-    inject: Inject
-    clients: int | None = None  # None: --clients
-    feed_rate: float = FEED_RATE
-    # Runs on the Sentinel topology (master, replica, three sentinels), not the plain one.
-    sentinel: bool = False
 
 
 # --- Redis killed (kill -9) and restarted on the same port, empty ------------------------
 
 
 def redis_kill_limits(s: Settings, clients: int) -> Limits:
-    # Streams stay open (SPEC "Redis lost"); gateway and publisher reconnect within one
+    # Streams stay open while Redis is lost; gateway and publisher reconnect within one
     # capped backoff of the restart; then the next health event.
     return Limits(recovery_s=BACKOFF_CAP_S + s.interval_s + MARGIN_S)
 
@@ -233,7 +153,7 @@ async def output_buffer(ctx: Context) -> Injected:
 # --- A gateway killed (kill -9) behind nginx ---------------------------------------------
 
 
-# The longest `retry` a client may be told to wait: the SPEC's default ping interval. A
+# The longest `retry` a client may be told to wait: the default ping interval. A
 # client that stays blind longer after losing one replica is out longer than a quiet live
 # stream ever is (pings say "alive" every 15 s); a larger SSE_RETRY_MS fails this scenario.
 RETRY_CEILING_S = 15.0
@@ -241,7 +161,7 @@ RETRY_CEILING_S = 15.0
 
 def gateway_kill_limits(s: Settings, clients: int) -> Limits:
     # Its clients reconnect after `retry` through nginx to the other gateway; resume with
-    # Last-Event-ID brings every missed event exactly once (SPEC "Event ids and resume").
+    # Last-Event-ID brings every missed event exactly once.
     retry = min(s.retry_s, RETRY_CEILING_S)
     return Limits(recovery_s=retry + s.interval_s + MARGIN_S, cut=None)
 
@@ -354,7 +274,7 @@ async def storm(ctx: Context) -> Injected:
 
 # --- Sentinel failover: the master kill -9, the old one back as a replica --------------
 
-# SPEC "Which Redis": after the sentinels' switch, health events resume within 5 s, from
+# After the sentinels' switch, health events resume within 5 s (a documented bound), from
 # whichever publisher leads, with no process restarted.
 SWITCH_TO_HEALTH_S = 5.0
 # Waiting for the sentinels to agree on the new master, then for the old one to rejoin.
@@ -364,7 +284,7 @@ FAILOVER_WAIT_S = 30.0
 def sentinel_failover_limits(s: Settings, clients: int) -> Limits:
     # kill -> switch: the sentinels call the master down after down-after-milliseconds and
     # promote the replica within failover-timeout (the Sentinel topology's own settings).
-    # switch -> fresh health at every client: the SPEC's 5 s, or one HEALTH_INTERVAL when
+    # switch -> fresh health at every client: the documented 5 s, or one HEALTH_INTERVAL when
     # that is longer (fresh health cannot come sooner than the next one). Inside the 5 s:
     # the gateways ask the sentinels every 0.25 s while reconnecting and check a live
     # subscription's server every 2 s; the leader reconnects within its 1 s backoff cap and

@@ -65,8 +65,8 @@ def chaos_topology(
 ) -> Topology:
     """The topology in a new temp dir, on Redis Sentinel with ``sentinel``; not started."""
     kind = SentinelTopology if sentinel else Topology
-    # The gateways' ping: the user's value or the default (the tests' shorter one is not theirs).
-    ping = os.environ.get("SSE_PING_INTERVAL", str(settings.gateway.ping_interval))
+    # The gateways' ping as the user's settings give it (the toolkit's shorter one is for tests).
+    ping = str(settings.gateway.ping_interval)
     return kind(
         Path(tempfile.mkdtemp(prefix="connectome-chaos-")),
         gateways=GATEWAYS,

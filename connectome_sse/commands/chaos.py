@@ -1,13 +1,7 @@
 """`connectome-sse chaos [SCENARIO...]`: inject faults into a local topology, print what they cost.
 
-Starts redis-server, two health-publishers, two sse-gateways and the
-project's nginx on loopback (each a real process, with the settings in the
-environment; the Sentinel scenarios get the same on a master, a replica and
-three sentinels, after the plain topology has stopped), runs the named
-scenarios (default: all but the soak) with ``--clients`` browser-like
-clients, and prints one row per scenario (in the order of the scenario list,
-the soak last): the fault, its limit, the figures, PASS or FAIL. Exit 1 when one fails, 2 when
-the run cannot start (a bad setting, a missing program, no nginx template).
+One row per scenario (fault, limit, figures, PASS or FAIL); exit 1 when one
+fails, 2 when the run cannot start. See docs/cli.md, "chaos".
 """
 
 from __future__ import annotations
@@ -21,15 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from connectome_core.logs import setup_logging
 from connectome_core.settings import SettingsError
 from connectome_sse.chaos.report import table, write_json
 from connectome_sse.chaos.runner import Row, Runner
-from connectome_sse.chaos.scenarios import SCENARIOS, STORM_CLIENTS, Scenario
+from connectome_sse.chaos.scenario_kit import Scenario
+from connectome_sse.chaos.scenarios import SCENARIOS, STORM_CLIENTS
 from connectome_sse.chaos.topology import Settings, chaos_topology
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
 from connectome_sse.localrun.topology import Topology
-
-HELP = "run fault scenarios against a local topology of real processes; exit 1 when one fails"
 
 SOAK = "soak"
 DEFAULT_CLIENTS = 100
@@ -96,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError, TemplateNotFound) as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
+    setup_logging("info", settings.gateway.log_format)
     # SIGTERM ends the run like Ctrl-C, so the topology's processes are stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     # The Sentinel scenarios get a topology of their own, started after the plain one stops.

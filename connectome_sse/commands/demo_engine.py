@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -17,15 +16,21 @@ import sys
 from connectome_core.logs import setup_logging
 from connectome_core.redis_connect import startup_problem
 from connectome_core.redis_target import RedisTarget
-from connectome_core.settings import DEFAULT_REDIS_URL, RedisSettings, SettingsError, load_settings
+from connectome_core.settings import (
+    RedisSettings,
+    SettingsError,
+    add_setting_flags,
+    settings_from_args,
+)
 from connectome_sse.demo.engine import run_engine
 from connectome_sse.demo.scenario import TICKS_PER_SECOND, DemoConfig, DemoScenario
 
-HELP = "a simulated connectome engine: writes realistic signals into connectome:signals"
-
 
 def _positive_or_zero(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
@@ -39,20 +44,18 @@ def _positive(text: str) -> float:
 
 
 def _maxlen(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 100:
         raise argparse.ArgumentTypeError(f"must be >= 100, got {text!r}")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        default=None,
-        metavar="REDIS_URL",
-        help="Redis to write to, without a password (that comes from REDIS_URL in the "
-        f"environment or REDIS_PASSWORD_FILE) [env REDIS_URL, default {DEFAULT_REDIS_URL!r}]",
-    )
+    # REDIS_URL (without a password: that stays in the environment or a file), TLS, LOG_FORMAT.
+    add_setting_flags(parser, RedisSettings)
     parser.add_argument(
         "--speed",
         choices=tuple(TICKS_PER_SECOND),
@@ -121,13 +124,12 @@ async def _main(args: argparse.Namespace, target: RedisTarget, config: DemoConfi
 
 def run(args: argparse.Namespace) -> int:
     try:
-        # REDIS_URL and the shared TLS/Sentinel settings; --redis-url wins over REDIS_URL.
-        settings = load_settings(RedisSettings, os.environ, {"redis_url": args.redis_url})
+        settings = settings_from_args(RedisSettings, args)
         target = settings.redis_target()
     except SettingsError as exc:
         print(f"demo-engine: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, settings.log_format)
     config = DemoConfig(
         speed=args.speed,
         tick_rate=args.tick_rate,

@@ -1,10 +1,7 @@
 """`connectome-sse doctor URL`: check an SSE endpoint as a browser sees it, proxies and all.
 
-Opens the gateway's path probe (``GET /api/sse?probe=1``) through whatever
-lies between (nginx, a cloud load balancer, a CDN), watches it for the probes
-and then ``--idle`` seconds, and prints one line per check with its verdict
-and figure (``--json`` for machines). Exit status 1 when a check fails, 2 on
-bad usage.
+Watches the gateway's probe stream through whatever lies between and prints one
+line per check (``--json`` for machines); exit 1 when a check fails, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from connectome_sse.doctor.observe import PROBE_SPAN, Options, UsageError, obser
 from connectome_sse.doctor.report import json_report, text_report
 from connectome_sse.gateway_url import GatewayUrlError, split_gateway_url
 
-HELP = "check an SSE endpoint through every proxy in between; exit 1 when a check fails"
 DEFAULT_IDLE_S = 75.0
 
 

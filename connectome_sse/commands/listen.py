@@ -1,13 +1,8 @@
 """`connectome-sse listen URL`: a live SSE stream in the terminal, one readable line per event.
 
-URL is a gateway (``http://127.0.0.1:8000``) or its stream (``…/api/sse``).
-Reconnects after the server's ``retry`` like a browser, sending
-``Last-Event-ID`` so the gateway (any replica) replays what was missed; each
-relayed event's line ends with its id, and ``--last-event-id`` resumes from
-one given by hand. A gateway that cannot be reached at the first attempt, or
-that refuses the stream, is a one-line error and exit status 1. Connection
-notes go to stderr, events to stdout. Credentials and TLS trust take the
-flags ``doctor`` takes (``connectome_sse.client_options``).
+Reconnects like a browser (after ``retry``, with ``Last-Event-ID``); a gateway
+that cannot be reached at first, or refuses the stream, is one line and exit 1.
+Events go to stdout, connection notes to stderr.
 """
 
 from __future__ import annotations
@@ -28,8 +23,6 @@ from connectome_sse import client_options
 from connectome_sse.gateway_url import BasicCredentials, GatewayUrlError, split_gateway_url
 from connectome_sse.listen_format import format_event, json_line
 from connectome_sse.sse_client import EventSourceReader, GatewayError
-
-HELP = "print a live SSE stream in the terminal, one line per event"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,6 @@ import json
 
 from connectome_core.payload import health_json_schema
 
-HELP = "print the JSON Schema of the connectome_health payload (schema version 1)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact", action="store_true", help="one line instead of indented JSON")

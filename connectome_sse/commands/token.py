@@ -1,12 +1,8 @@
 """`connectome-sse token`: print a stream token signed with ``SSE_AUTH_SECRET``.
 
-The secret comes from the environment (or the file ``SSE_AUTH_SECRET_FILE``
-names), never from a flag: a command line is visible to every user of the
-machine (``ps``) and lands in shell history. The token goes to stdout alone,
-so ``TOKEN=$(connectome-sse token)`` works; anything else goes to stderr. For
-``curl -H "Authorization: Bearer $TOKEN"``, ``connectome-sse listen --token
-"$TOKEN"``, or an ``sse_token`` cookie while trying things out; applications
-mint their own (README, "Authentication").
+The secret comes from the environment or ``SSE_AUTH_SECRET_FILE``, never a flag
+(``ps`` shows command lines). The token alone goes to stdout, so
+``TOKEN=$(connectome-sse token)`` works.
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ import sys
 from connectome_core.contract import is_valid_event_name
 from connectome_core.secret_files import SecretFileError, secret_from_environ
 from connectome_core.tokens import MIN_SECRET_BYTES, TokenVerifier
-
-HELP = "print a stream token signed with SSE_AUTH_SECRET (--events a,b, --ttl SECONDS, --sub NAME)"
 
 SECRET_ENV = "SSE_AUTH_SECRET"
 DEFAULT_TTL = 3600

@@ -1,16 +1,9 @@
 """`connectome-sse up`: the whole stack on one machine, for a first look.
 
-Redis first (``REDIS_URL`` if set; else a ``redis-server`` from PATH on a free
-port in a temp dir; else the packaged valkey-server, run the same way), then ``sse-gateway``,
-``health-publisher`` and ``connectome-sse demo-engine`` as real OS processes,
-each in its own process group with its log in the temp dir. Once ``/readyz``
-answers 200 the banner is printed. A child that dies is reported at once with
-the end of its log and ``up`` exits 1; Ctrl-C or SIGTERM stops the children
-in reverse order and removes the temp dir.
-
-The publisher gets ``HEALTH_WINDOW=15`` unless the environment sets it: with
-SPEC's default of 300 s one demo violation would hold the dashboard at ERROR
-for five minutes, and a first look should show health changing.
+Every child's settings are checked first; then Redis (``REDIS_URL``, or one
+``up`` starts), ``sse-gateway``, ``health-publisher`` and the demo engine as
+real processes. Once ``/readyz`` answers the banner is printed; a child that
+dies is reported with the end of its log; Ctrl-C stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -18,80 +11,43 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
-from pydantic import Field, field_validator
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
-from connectome_core.redis_connect import SentinelSyncRedis, explain_error_sync, sync_client
-from connectome_core.redis_target import RedisTarget
-from connectome_core.settings import (
-    RedisSettings,
-    SettingsError,
-    add_setting_flags,
-    settings_from_args,
-    to_environ,
-)
+from connectome_core.listen_check import listen_problem
+from connectome_core.settings import SettingsError, add_setting_flags
+from connectome_sse.localrun.ports import free_port
 from connectome_sse.stack.banner import StackView, render
 from connectome_sse.stack.children import Child
-from connectome_sse.stack.embedded_redis import packaged_redis
-from connectome_sse.stack.local_redis import LocalRedis, StackError, free_port
+from connectome_sse.stack.local_redis import StackError
+from connectome_sse.stack.redis_choice import RedisChoice, start_own_redis, users_redis
+from connectome_sse.stack.settings import (
+    DEMO_HEALTH_WINDOW,
+    GATEWAY_FLAGS,
+    StackSettings,
+    UpSettings,
+    load_stack_settings,
+)
 from connectome_sse.stack.supervisor import Supervisor, death_report
-
-HELP = "run the whole stack on this machine (Redis, publisher, demo engine, gateway)"
+from sse_gateway.settings import GatewaySettings
 
 READY_TIMEOUT = 60.0
-DEMO_HEALTH_WINDOW = "15"
-
-
-class UpSettings(RedisSettings):
-    """What ``up`` reads itself; every other setting passes through to the children.
-
-    The Redis settings (TLS files, ``REDIS_PASSWORD_FILE``, the sentinels'
-    password) are checked here and reach the children through their environment,
-    flags given to ``up`` included: never through a child's command line.
-    """
-
-    owned_prefixes: ClassVar[tuple[str, ...]] = ()
-
-    # Optional here alone: without it ``up`` starts its own Redis.
-    redis_url: str | None = Field(  # type: ignore[assignment]
-        None,
-        repr=False,  # may hold a password: never echoed
-        validation_alias="REDIS_URL",
-        description="use this Redis instead of starting one",
-    )
-    host: str = Field("127.0.0.1", validation_alias="SSE_HOST", description="gateway address")
-    port: int = Field(
-        8000, ge=0, le=65535, validation_alias="SSE_PORT", description="gateway port (0: any free)"
-    )
-    workers: int = Field(
-        1, ge=1, le=64, validation_alias="SSE_WORKERS", description="gateway worker processes"
-    )
-
-    @field_validator("redis_url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return value or None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting_flags(parser, UpSettings)
+    add_setting_flags(parser, GatewaySettings, GATEWAY_FLAGS)
     parser.add_argument(
         "--no-demo", action="store_true", help="do not start the demo engine (no signals)"
     )
     parser.add_argument(
         "--embedded-redis",
         action="store_true",
-        help="use the embedded Redis even when redis-server is on PATH",
+        help="use the packaged Redis even when redis-server is on PATH",
     )
     parser.add_argument(
         "--log-dir", type=Path, help="keep the children's logs here instead of a temp dir"
@@ -113,6 +69,15 @@ def _console_script(name: str) -> str:
     return found
 
 
+def _tool_for_shell() -> str:
+    """``connectome-sse`` when a shell finds this very script; else its path."""
+    ours = _console_script("connectome-sse")
+    found = shutil.which("connectome-sse")
+    if found is not None and os.path.samefile(found, ours):
+        return "connectome-sse"
+    return ours
+
+
 def _display_host(host: str) -> str:
     if host in ("0.0.0.0", "", "::"):
         return "127.0.0.1"
@@ -120,67 +85,21 @@ def _display_host(host: str) -> str:
 
 
 def _claim_port(host: str, port: int) -> int:
-    """The port the gateway will use; a busy one is a one-line error rather than a dead child."""
-    if port == 0:
-        return free_port(host)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise StackError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): pass --port N, or --port 0"
-            ) from None
-    return port
-
-
-def _check_redis(target: RedisTarget) -> tuple[str, int] | None:
-    """PING ``target``; for a Sentinel target, the master's address the sentinels gave."""
-    # One try, as for any start-up check: retries only delay the one line.
-    client = sync_client(
-        target, socket_connect_timeout=3, socket_timeout=3, retry=Retry(NoBackoff(), retries=0)
-    )
-    try:
-        client.ping()
-        if isinstance(client, SentinelSyncRedis) and client.owned_sentinel is not None:
-            sentinel = client.owned_sentinel
-            host, port = sentinel.discover_master(str(target.master_name))  # type: ignore[no-untyped-call]
-            return str(host), int(port)
-        return None
-    except (RedisError, OSError) as exc:
-        raise StackError(explain_error_sync(exc, target)) from None
-    finally:
-        client.close()
-
-
-def _redis_cli(target: RedisTarget, master: tuple[str, int] | None) -> list[str]:
-    """How to reach ``target`` with redis-cli, for the banner (never with its password)."""
-    if master is not None:
-        # redis-cli does not follow sentinels: name the master they report now.
-        host, port = master
-        argv = ["redis-cli", "-h", host, "-p", str(port)]
-    else:
-        argv = ["redis-cli", "-u", target.display()]
-    if target.tls:
-        argv.append("--tls")
-        if target.tls_ca_file:
-            argv += ["--cacert", str(target.tls_ca_file)]
-        if target.tls_cert_file and target.tls_key_file:
-            argv += ["--cert", str(target.tls_cert_file), "--key", str(target.tls_key_file)]
-    return argv
-
-
-def _shutdown_grace() -> float:
-    try:
-        return float(os.environ.get("SSE_SHUTDOWN_GRACE", "5"))
-    except ValueError:
-        return 5.0
+    """The port the gateway will use; one that cannot be had is one line, not a dead child."""
+    problem = listen_problem(host, port)
+    if problem is not None:
+        advice = (
+            "pass --port N, or --port 0 for any free port"
+            if problem.setting == "port"
+            else "pass --host with an address of this machine, e.g. 127.0.0.1"
+        )
+        raise StackError(f"{problem} ({advice})")
+    return free_port(host) if port == 0 else port
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from_args(UpSettings, args)
+        settings = load_stack_settings(args, os.environ)
     except SettingsError as exc:
         print(f"connectome-sse up: {exc}", file=sys.stderr)
         return 2
@@ -209,86 +128,84 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(
-    settings: UpSettings, args: argparse.Namespace, supervisor: Supervisor, workdir: Path
+    settings: StackSettings, args: argparse.Namespace, supervisor: Supervisor, workdir: Path
 ) -> int:
-    port = _claim_port(settings.host, settings.port)
-    redis_cli: list[str]
-    redis_env = {k: v for k, v in to_environ(settings).items() if k.startswith("REDIS_")}
-    if settings.redis_url:
-        target = settings.redis_target()
-        master = _check_redis(target)
-        redis_url = settings.redis_url
-        redis_text = f"Redis at {target.display()} (from REDIS_URL)"
-        redis_cli = _redis_cli(target, master)
+    port = _claim_port(settings.gateway.host, settings.gateway.port)
+    if settings.up.redis_url is None:
+        redis = start_own_redis(workdir, os.environ, supervisor, args.embedded_redis, _say)
     else:
-        local = None if args.embedded_redis else LocalRedis.find(workdir, os.environ)
-        if local is None:
-            why = "as asked" if args.embedded_redis else "no redis-server on PATH"
-            local = packaged_redis(workdir, os.environ)
-            _say(f"starting the packaged {local.name} {local.version} ({why})")
-        else:
-            _say(f"starting redis-server {local.version}")
-        supervisor.add(local)
-        local.start_and_wait(cancelled=supervisor.stop_requested.is_set)
-        redis_url, redis_text = local.url, local.description
-        redis_cli = ["redis-cli", "-p", str(local.port)]
-        if settings.redis_password_file:
-            _say("ignoring REDIS_PASSWORD_FILE: the Redis up starts has no password")
-        redis_env["REDIS_PASSWORD_FILE"] = ""
-
-    env = {**os.environ, **redis_env, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    gateway_argv = [_console_script("sse-gateway"), "--host", settings.host, "--port", str(port)]
-    gateway_argv += ["--workers", str(settings.workers)]
-    gateway = Child(
-        "sse-gateway",
-        gateway_argv,
-        workdir / "sse-gateway.log",
-        env,
-        stop_timeout=_shutdown_grace() + 3.0,
-    )
-    publisher_argv = [_console_script("health-publisher")]
-    publisher_env = {"HEALTH_WINDOW": DEMO_HEALTH_WINDOW, **env}
-    publisher_log = workdir / "health-publisher.log"
-    publisher = Child("health-publisher", publisher_argv, publisher_log, publisher_env)
-    children = [gateway, publisher]
-    if not args.no_demo:
-        children.append(
-            Child(
-                "demo-engine",
-                [_console_script("connectome-sse"), "demo-engine"],
-                workdir / "demo-engine.log",
-                env,
-            )
-        )
-    base_url = f"http://{_display_host(settings.host)}:{port}"
+        redis = users_redis(settings.up.redis_target(), settings.up.redis_url)
+    children = _children(settings, redis, port, workdir, demo=not args.no_demo)
+    base_url = f"http://{_display_host(settings.gateway.host)}:{port}"
     for child in children:
         if supervisor.stop_requested.is_set():
             return 0
         child.start()
         supervisor.add(child)
     _say(f"waiting for the gateway at {base_url}/readyz")
-
     if not _wait_ready(base_url, supervisor):
         return _report_death(supervisor) if supervisor.first_dead() else 0
-
-    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
-    names = {"sse-gateway": f"sse-gateway ({workers}, pid {gateway.pid})"}
-    view = StackView(
-        base_url=base_url,
-        redis=redis_text,
-        redis_cli=redis_cli,
-        processes=[names.get(c.name, f"{c.name} (pid {c.pid})") for c in children],
-        log_dir=str(workdir) + ("" if args.log_dir else " (removed when up stops)"),
-        # The gateway inherits SSE_AUTH_SECRET(_FILE); ready means it accepted the secret.
-        auth=bool(env.get("SSE_AUTH_SECRET") or env.get("SSE_AUTH_SECRET_FILE")),
-    )
+    view = _view(settings, redis, base_url, children, workdir, keep_logs=args.log_dir is not None)
     print(render(view), flush=True)
-
     while not supervisor.wait_for_stop(0.2):
         if supervisor.first_dead():
             return _report_death(supervisor)
     _say("stopping (Ctrl-C again to kill at once)")
     return 0
+
+
+def _children(
+    settings: StackSettings, redis: RedisChoice, port: int, workdir: Path, demo: bool
+) -> list[Child]:
+    env = {
+        **os.environ,
+        **settings.child_environ,
+        "REDIS_URL": redis.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    gateway = settings.gateway
+    gateway_argv = [_console_script("sse-gateway"), "--host", gateway.host, "--port", str(port)]
+    gateway_argv += ["--workers", str(gateway.workers)]
+    stop_timeout = gateway.shutdown_grace + 3.0
+    children = [
+        Child("sse-gateway", gateway_argv, workdir / "sse-gateway.log", env, stop_timeout),
+        Child(
+            "health-publisher",
+            [_console_script("health-publisher")],
+            workdir / "health-publisher.log",
+            {"HEALTH_WINDOW": DEMO_HEALTH_WINDOW, **env},
+        ),
+    ]
+    if demo:
+        engine = [_console_script("connectome-sse"), "demo-engine"]
+        children.append(Child("demo-engine", engine, workdir / "demo-engine.log", env))
+    return children
+
+
+def _view(
+    settings: StackSettings,
+    redis: RedisChoice,
+    base_url: str,
+    children: list[Child],
+    workdir: Path,
+    keep_logs: bool,
+) -> StackView:
+    workers = settings.gateway.workers
+    gateway = f"sse-gateway ({workers} worker{'s' if workers != 1 else ''}, pid {children[0].pid})"
+    processes = [gateway] + [f"{c.name} (pid {c.pid})" for c in children[1:]]
+    # Where the token command reads the secret, the gateway having accepted it (it is ready).
+    auth = None
+    if settings.gateway.auth_secret:
+        auth = "SSE_AUTH_SECRET_FILE" if settings.gateway.auth_secret_file else "SSE_AUTH_SECRET"
+    return StackView(
+        base_url=base_url,
+        redis=redis.description,
+        processes=processes,
+        log_dir=str(workdir) + ("" if keep_logs else " (removed when up stops)"),
+        exports=redis.exports,
+        auth=auth,
+        tool=_tool_for_shell(),
+    )
 
 
 def _wait_ready(base_url: str, supervisor: Supervisor) -> bool:

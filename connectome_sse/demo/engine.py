@@ -1,10 +1,7 @@
 """Running a :class:`DemoScenario` against Redis: XADD to ``connectome:signals`` with MAXLEN.
 
-Steps follow a drift-free schedule (step k at ``start + k * period``); a loop
-that falls more than a second behind (a stopped process, a slow machine)
-resynchronises instead of bursting. A lost Redis costs the entries of the
-steps it lasts (this is a simulator) and is retried with capped backoff;
-nothing stops the engine but ``stop``, ``duration`` or a signal.
+A drift-free schedule that resynchronises rather than bursts after a stall; a
+lost Redis is retried with capped backoff.
 """
 
 from __future__ import annotations
@@ -93,16 +90,7 @@ async def run_engine(
             if duration and t >= duration:
                 break
             entries = scenario.step(t)
-            if scenario.last_event:
-                log.info(
-                    "demo engine misbehaves: %s (expect %s)",
-                    scenario.last_event,
-                    EXPECTED[scenario.last_event],
-                )
-            stalled = scenario.stalled(t)
-            if was_stalled and not stalled:
-                log.info("demo engine: stall over, signals resume")
-            was_stalled = stalled
+            was_stalled = _say_what_changed(scenario, t, was_stalled)
             if entries:
                 try:
                     await write_entries(client, entries, maxlen)
@@ -117,17 +105,35 @@ async def run_engine(
                     )
                     await _idle(stop, delay)
                     continue
-            step += 1
-            due = start + step * scenario.period
-            now = clock()
-            if now - due > 1.0:
-                step = int((now - start) / scenario.period) + 1
-                due = start + step * scenario.period
-            await _idle(stop, due - now)
+            step, due = _next_step(start, step + 1, scenario.period, clock())
+            await _idle(stop, due - clock())
     finally:
         await client.aclose()
     log.info("demo engine stopped after %d entries", written)
     return written
+
+
+def _say_what_changed(scenario: DemoScenario, t: float, was_stalled: bool) -> bool:
+    """Log a misbehaviour as it starts and a stall as it ends; whether it is stalled now."""
+    if scenario.last_event:
+        log.info(
+            "demo engine misbehaves: %s (expect %s)",
+            scenario.last_event,
+            EXPECTED[scenario.last_event],
+        )
+    stalled = scenario.stalled(t)
+    if was_stalled and not stalled:
+        log.info("demo engine: stall over, signals resume")
+    return stalled
+
+
+def _next_step(start: float, step: int, period: float, now: float) -> tuple[int, float]:
+    """Step ``step`` is due at ``start + step * period``; more than 1 s late, skip ahead."""
+    due = start + step * period
+    if now - due > 1.0:
+        step = int((now - start) / period) + 1
+        due = start + step * period
+    return step, due
 
 
 async def _idle(stop: asyncio.Event, seconds: float) -> None:

@@ -1,18 +1,8 @@
 """A simulated connectome engine's behaviour, as pure code: time in, signal entries out.
 
-The scenario alternates calm stretches (small sink sets, rare focus changes,
-low contradiction pressure, a growing plateau) and bursts (large sink sets,
-frequent focus reconfigurations, interrupts, high pressure with its top
-edges). Every ``violation_every`` seconds it misbehaves, cycling through:
-
-1. an async epoch mismatch           -> the publisher says WARN for HEALTH_WINDOW
-2. a query write attempt             -> ERROR for HEALTH_WINDOW
-3. a stall: no signal at all for ``stall_seconds`` -> WARN once HEALTH_STALE_AFTER passes
-4. a DMZ violation attempt           -> ERROR for HEALTH_WINDOW
-
-The first misbehaviour comes after half a period, so a fresh demo moves
-within seconds. Entries are ``dict[str, str]`` exactly as they go to XADD;
-the same seed gives the same run, whatever the wall clock.
+Calm stretches and bursts, and every ``violation_every`` seconds one misbehaviour
+(epoch mismatch, query write, stall, DMZ violation; docs/cli.md, "demo-engine").
+The same seed gives the same run, whatever the wall clock.
 """
 
 from __future__ import annotations

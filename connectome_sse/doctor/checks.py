@@ -1,10 +1,7 @@
 """The doctor's checks: small pure functions over one ``Observation``.
 
-Each check returns a ``Check``: a verdict (PASS, WARN, FAIL, or SKIP when the
-observation cannot tell, e.g. no stream to look at), the figure it rests on
-(with the likely cause when short of PASS), a number for machines, and what
-to change. The order of ``CHECKS`` is the order a user reads them in: did it
-answer, what did it say, how did the stream flow.
+Each returns a verdict (PASS, WARN, FAIL, SKIP), the figure it rests on and what
+to change; ``CHECKS`` is in the order a user reads them.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """One recorded observation of a probe stream, as a browser would receive it.
 
-``observe`` opens ``GET /api/sse?probe=1`` and writes down what came
-back and when: the response head, the HTTP version spoken, when the first
-body byte arrived, every event with its arrival time, the ``retry:`` value,
-and whether and when the stream ended. It judges nothing; the checks in
-``connectome_sse.doctor.checks`` do, over the ``Observation``.
-
-Times are seconds on the monotonic clock from the start of the request
-(connecting included). The stream is watched until ``PROBE_SPAN + idle`` seconds after its
-response head arrived: the probes, then ``idle`` seconds in which the
-gateway sends only its pings, long enough to meet a proxy's idle timeout.
-
-A response whose head never comes (some proxies hold the whole response)
-is ``held``, told apart from one that could not connect by httpx's
-``trace`` extension (the request was sent). When the stream is held back
-while compression was offered, a second, short look asks for no compression
-(``Accept-Encoding: identity``): if that one flows, compression is the cause.
-
-The body is read raw and decoded here (gzip and deflate, which is what the
-request offers, as a browser does) so arrival times are those of the bytes
-on the wire: a compressing proxy should be seen, not hidden by a decoder.
-What is read is bounded (``MAX_BODY_BYTES`` decoded, ``MAX_LINE_BYTES`` a line,
-``MAX_EVENTS`` events): past a bound the doctor stops reading and says why
-(``Observation.cut_short``), so a gzip bomb or an endless line costs a few MiB.
+``observe`` writes down what came back and when (head, HTTP version, events,
+``retry:``, the end) and judges nothing. The body is read raw and decoded here,
+so a compressing proxy shows in the arrival times; what is read is bounded
+(``MAX_BODY_BYTES``, ``MAX_LINE_BYTES``, ``MAX_EVENTS``).
 """
 
 from __future__ import annotations

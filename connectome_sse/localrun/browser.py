@@ -1,16 +1,8 @@
 """Browser-like SSE clients on raw asyncio streams: hundreds (thousands) in one process.
 
-``BrowserClient`` is one EventSource as a browser runs it: it reads the stream
-(through nginx, usually) and, when the stream ends or breaks, waits the last
-``retry`` the server sent and connects again to the same URL. It speaks
-HTTP/1.1 (chunked or not) on asyncio streams and records per connection what
-arrived and when. The SSE parsing is ``connectome_sse.sse_client``'s strict
-parser; lines split on CRLF, LF or CR only, as the spec says.
-
-Options a browser also has, off by default so the end-to-end tests see the
-plain behaviour: ``resume`` sends ``Last-Event-ID`` on reconnect, ``pause()``
-stops reading (a stuck tab), ``drop()`` cuts the connection now (a network
-blip) and may skip the retry wait once (a reconnect storm).
+``BrowserClient`` reconnects after the last ``retry`` as an EventSource does and
+records what arrived when; ``resume``, ``pause()`` and ``drop()`` act like a
+browser resuming, a stuck tab and a network blip.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """The project's nginx configuration, rendered and run in front of local gateways.
 
-``services/nginx/nginx.conf.template`` is the one file docker compose uses too.
-It lives in the repository, not in the installed package: it is found next to
-the package of an editable install (``pip install -e .``), or given by path.
-When it cannot be found, ``TemplateNotFound`` says so in one line.
-
-Rendering follows the image's rule (envsubst of the ``LB_`` names that are
-set, nothing else). nginx runs in the foreground under a throw-away prefix:
-``-p PREFIX -c PREFIX/nginx.conf -e PREFIX/error.log`` with ``daemon off`` and
-the pid file in the prefix. The template wants a TLS listener too; a
-self-signed pair for it is made with the ``openssl`` command.
-
-The tests' ``tests/support/nginx.py`` runs this with a certificate from a
-test CA of its own.
+``services/nginx/nginx.conf.template`` (the file compose uses) is found next to
+an editable install or given by path; it is rendered as the image does and nginx
+runs in the foreground under a throw-away prefix.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Free ports for the local servers (``up``, ``chaos``, the bench, the tests), each handed out once.
 
-Binding port 0 and releasing it is not enough: the kernel may hand the same
-number to the next caller, so two gateways of one topology could be told to
-share a port, and the loser's readiness check would be answered by the winner.
-Ports therefore come from below the kernel's ephemeral range, where the
-thousands of client sockets a test opens never land, and the session never
-hands out a port twice. The walk starts at a per-process offset so that two
-suites running side by side rarely probe the same ports.
+Binding port 0 and letting go may hand two callers the same number; these come
+from below the ephemeral range and are never handed out twice in a session.
 """
 
 from __future__ import annotations

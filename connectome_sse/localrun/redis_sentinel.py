@@ -1,21 +1,8 @@
 """One master, one replica and three sentinels, real processes on free loopback ports.
 
-For tests and ``connectome-sse chaos`` (its "sentinel-failover" scenario).
-``kill_master()`` is a ``kill -9`` of the current master; ``wait_failover()``
-waits until every sentinel names the other node. Sentinels notice a dead master
-after ``down-after-milliseconds`` (2000 here) and need a quorum of 2; the
-failover then takes a second or two. ``restart_old_master()`` brings the killed
-node back; the sentinels turn it into a replica of the new master.
-
-``tls=`` (any object with the CA, server certificate and key paths, e.g. the
-tests' ``TlsFiles``) makes every node and sentinel speak TLS (``tls-replication
-yes``: replication and the sentinels' own links too) on its service port, for
-``rediss+sentinel://``; each still keeps a plain port for set-up and
-inspection. ``sentinel_password`` sets ``requirepass`` on the sentinels
-(``REDIS_SENTINEL_PASSWORD``); sentinels use it among themselves.
-
-The sentinels' ports are chosen when the cluster is made, so ``url`` is known
-before ``start()`` (a caller can build its processes' settings first).
+For tests and chaos: ``kill_master()``, ``wait_failover()``, ``restart_old_master()``;
+``tls=`` and ``sentinel_password`` for ``rediss+sentinel://`` and sentinels with
+their own password. ``url`` is known before ``start()``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Numbered events (0, 1, 2, ...) published at a pace, remembering which ones Redis accepted.
 
-How an event goes out is the ``sink``'s business: the product's way (snapshot
-and channel) through an asyncio Redis client (:class:`RedisEvents`) or through
-``redis-cli`` in a container (anything with the same ``publish_event``), or a
-bare PUBLISH (:class:`ChannelOnly`) when no snapshot may be re-sent (a gateway
-re-sends snapshots when it resubscribes, which would read as a duplicate).
+The ``sink`` decides how an event goes out: the product's way (:class:`RedisEvents`)
+or a bare PUBLISH (:class:`ChannelOnly`) when no snapshot may be re-sent.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """The scaled-out deployment on loopback: what docker-compose.yml runs, as local processes.
 
-Redis (a given one, or one of its own), health publishers (a leader and
-standbys), optionally the demo engine, N gateways, and Debian's nginx with the
-project's own configuration in front of them. ``chaos`` breaks it, the
-end-to-end tests send clients through it. Every process starts with this
-process's environment plus what the wiring needs (``REDIS_URL``, ports,
-consumer names). ``restore`` brings every piece back after a fault, on the same
-ports, so nginx and the clients need no change.
-
-``SentinelTopology`` is the same deployment on Redis Sentinel (a master, a
-replica and three sentinels; every process on the ``redis+sentinel://`` URL).
+Redis, publishers, optionally the demo engine, N gateways and the project's
+nginx in front; ``restore`` brings every piece back on the same ports.
+``SentinelTopology`` is the same on Redis Sentinel.
 """
 
 from __future__ import annotations

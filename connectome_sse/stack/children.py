@@ -1,13 +1,8 @@
 """One supervised child of ``up``: a :class:`ManagedProcess` as the supervisor sees it.
 
-Each child leads a new session, so a Ctrl-C typed into ``up``'s terminal reaches
-``up`` alone and ``up`` decides the order in which children stop. Where
-util-linux's ``setpriv`` is installed (every Debian), a child also gets SIGTERM
-from the kernel should ``up`` itself die without stopping it (``kill -9``,
-OOM): nothing is left running behind a dead ``up``. Children must be started
-from the main thread, since the kernel sends the signal when the thread that
-started them ends. Stopping sends SIGTERM to the child, waits until a deadline
-(for the processes it started too: uvicorn workers), then SIGKILLs its whole group.
+Each leads its own session (a Ctrl-C reaches ``up`` alone) and, where ``setpriv``
+exists, gets SIGTERM from the kernel should ``up`` die: start children from the
+main thread.
 """
 
 from __future__ import annotations

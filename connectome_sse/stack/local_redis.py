@@ -1,10 +1,7 @@
 """A real Redis server as a child of ``up``: on a free loopback port, in ``up``'s temp dir.
 
-The binary is the ``redis-server`` found on PATH or the packaged one
-(``embedded_redis``); both run the same way, as ``localrun``'s
-:class:`RedisServer` (nothing persisted: the stack is for a first look).
-Should another program take the port between its choice and the server's
-bind, the server exits and is started again on another.
+Nothing is persisted; should another program take the port first, the server is
+started again on another.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Starting the members of the stack in order, watching them, and stopping them in reverse.
 
-A member is anything with a ``name``, ``pid``, ``exit_code()``, ``tail()`` and
-``stop(hurry)``: a :class:`~connectome_sse.stack.children.Child` or the embedded Redis.
-Members are stopped in the reverse of the order they were added (demo engine,
-publisher, gateway, Redis), one at a time, each with its own deadline.
-
-SIGINT, SIGTERM and SIGHUP ask for a stop; a second one hurries it (every
-member still running is SIGKILLed at once).
+SIGINT, SIGTERM and SIGHUP ask for a stop; a second one hurries it (every member
+still running is SIGKILLed at once).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from connectome_core.payload import HealthPayload, parse_health_payload
 from connectome_core.publishing import publish_event
 from connectome_sse.localrun.ports import free_port
-from connectome_sse.localrun.processes import console_script
+from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from connectome_sse.sse_client import EventSourceReader, ServerEvent
@@ -177,7 +177,7 @@ def test_a_dying_child_is_reported_with_its_log_and_up_exits_1(
 ) -> None:
     up = start_up("--port", str(free_port()), "--no-demo", env={"REDIS_URL": redis_server.url})
     banner = up.banner()
-    assert banner.redis.endswith("(from REDIS_URL)")
+    assert banner.redis == f"your REDIS_URL: {redis_server.url}"
     assert banner.redis_port == redis_server.port
     tree = up.tree()
     assert "demo-engine" not in " ".join(cmdline(pid) for pid in tree)
@@ -192,13 +192,13 @@ def test_a_dying_child_is_reported_with_its_log_and_up_exits_1(
     assert not alive(up_pid)
 
 
-def run_up(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_up(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         console_script("connectome-sse", "up", *args),
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
     )
 
 
@@ -223,9 +223,17 @@ def test_busy_port_is_one_line_exit_1(redis_server: RedisServer) -> None:
         done = run_up("--port", str(port), env={"REDIS_URL": redis_server.url})
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        f"connectome-sse up: cannot listen on 127.0.0.1:{port} (Address already in use): "
-        "pass --port N, or --port 0"
+        f"connectome-sse up: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(pass --port N, or --port 0 for any free port)"
     )
+
+
+def test_a_host_that_does_not_resolve_is_named_as_such() -> None:
+    done = run_up("--host", "nosuchhost.invalid", "--port", "0")
+    assert done.returncode == 1
+    line = done.stderr.strip()
+    assert "\n" not in line and "does not resolve" in line and "--host" in line, line
+    assert "--port" not in line
 
 
 def test_bad_setting_is_exit_2() -> None:
@@ -234,25 +242,108 @@ def test_bad_setting_is_exit_2() -> None:
     assert done.stderr.startswith("connectome-sse up: SSE_PORT:")
 
 
-def test_with_sse_auth_secret_up_says_auth_is_on_and_streams_need_a_token(
-    start_up: StartUp,
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"SSE_PING_INTERVAL": "0"}, "SSE_PING_INTERVAL"),
+        ({"HEALTH_INTERVAL": "nan"}, "HEALTH_INTERVAL"),
+        ({"SSE_CORS_ORIGINS": "https://a.example/"}, "SSE_CORS_ORIGINS"),
+    ],
+)
+def test_every_childs_settings_are_checked_before_anything_starts(
+    env: dict[str, str], setting: str
 ) -> None:
-    secret = "up-test-secret-0123456789abcdef-0123"
-    up = start_up("--port", str(free_port()), "--no-demo", env={"SSE_AUTH_SECRET": secret})
-    banner = up.banner()
-    assert "  auth       on: TOKEN=$(connectome-sse token)" in up.log()
-    assert httpx.get(banner.url + "/api/sse", timeout=10).status_code == 401
-    minted = subprocess.run(
-        console_script("connectome-sse", "token", "--ttl", "60"),
+    done = run_up("--port", "0", env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"connectome-sse up: {setting}"), lines
+    assert done.stdout == ""
+
+
+def shell_env(**extra: str) -> dict[str, str]:
+    """A new shell's environment: no REDIS_URL unless given."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, **extra}
+
+
+def run_in_shell(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", "\n".join(lines)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "SSE_AUTH_SECRET": secret},
-        check=True,
+        env=env,
     )
-    token = minted.stdout.strip()
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.stream("GET", banner.url + "/api/sse", headers=headers, timeout=10) as answer:
-        assert answer.status_code == 200
-    assert secret not in up.log() and token not in up.log()
+
+
+def follow(tmp_path: Path, command: str, env: dict[str, str]) -> ManagedProcess:
+    """``command`` as printed, run by bash in the background, its output in a file."""
+    return ManagedProcess(
+        ["bash", "-c", command], tmp_path / "follow.log", env, inherit_env=False
+    ).start()
+
+
+def test_the_printed_commands_work_as_printed(start_up: StartUp, tmp_path: Path) -> None:
+    """A fresh shell, the banner's lines pasted: the note reaches the printed stream.
+
+    Also: with LOG_FORMAT=json every child logs JSON lines (up hands them its environment).
+    """
+    logs = tmp_path / "logs"
+    up = start_up("--port", str(free_port()), "--log-dir", str(logs), env={"LOG_FORMAT": "json"})
+    banner = up.banner()
+    assert banner.shell[0] == f"export REDIS_URL=redis://127.0.0.1:{banner.redis_port}/0"
+    assert banner.shell[1].endswith(" publish note 'hello from the first hour'")
+    assert banner.stream == f"curl -N {banner.url}/api/sse"
+    env = shell_env()
+    stream = follow(tmp_path, banner.stream, env)
+    try:
+        wait_for(lambda: "retry:" in stream.log(), what="the printed stream to open")
+        done = run_in_shell(banner.shell, env)
+        assert done.returncode == 0, done.stderr
+        wait_for(
+            lambda: "event: note\ndata: hello from the first hour" in stream.log(),
+            what="the note on the printed stream",
+        )
+    finally:
+        stream.stop()
+    listen = run_in_shell([banner.listen + " --events note --count 1 --json"], env)
+    assert listen.returncode == 0, listen.stderr
+    assert json.loads(listen.stdout)["data"] == "hello from the first hour"
     stop_and_check_nothing_is_left(up, signal.SIGINT)
+    for name in ("sse-gateway", "health-publisher", "demo-engine"):
+        lines = (logs / f"{name}.log").read_text().splitlines()
+        assert lines and all(json.loads(line)["message"] for line in lines), name
+
+
+def test_with_a_password_and_auth_the_printed_commands_still_work(
+    start_up: StartUp, tmp_path: Path
+) -> None:
+    """The user's REDIS_URL (password masked, never printed) and SSE_AUTH_SECRET: the
+    printed stream line mints its token, and publish needs nothing but that environment."""
+    password = "Pw-up-7Gq2"
+    locked = RedisServer(tmp_path / "locked", extra_args=("--requirepass", password)).start()
+    secret = "up-test-secret-0123456789abcdef-0123"
+    url = f"redis://:{password}@127.0.0.1:{locked.port}/0"
+    try:
+        up = start_up(
+            "--port", str(free_port()), "--no-demo",
+            env={"REDIS_URL": url, "SSE_AUTH_SECRET": secret},
+        )  # fmt: skip
+        banner = up.banner()
+        assert banner.redis == f"your REDIS_URL: redis://:***@127.0.0.1:{locked.port}/0"
+        assert password not in up.log() and secret not in up.log()
+        assert "token --sub me" in banner.stream and "SSE_AUTH_SECRET" in up.log()
+        assert httpx.get(banner.url + "/api/sse", timeout=10).status_code == 401
+        env = shell_env(REDIS_URL=url, SSE_AUTH_SECRET=secret)
+        assert not banner.shell[0].startswith("export")
+        stream = follow(tmp_path, banner.stream, env)
+        try:
+            wait_for(lambda: "retry:" in stream.log(), what="the printed stream to open")
+            done = run_in_shell(banner.shell, env)
+            assert done.returncode == 0, done.stderr
+            wait_for(lambda: "event: note" in stream.log(), what="the note on the stream")
+        finally:
+            stream.stop()
+        stop_and_check_nothing_is_left(up, signal.SIGINT)
+    finally:
+        locked.stop()

@@ -1,4 +1,4 @@
-"""`connectome-sse listen` shows ids and resync, and resumes with Last-Event-ID (issue 11)."""
+"""`connectome-sse listen` shows ids and resync, and resumes with Last-Event-ID."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway and the publisher on every REDIS_URL form (issue 10), as real processes.
+"""The gateway and the publisher on every REDIS_URL form, as real processes.
 
 A Redis they cannot use until a setting changes (a CA that does not sign the
 server's certificate, a refused password, an ACL user lacking a permission, a

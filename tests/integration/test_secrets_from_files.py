@@ -155,7 +155,8 @@ def test_up_hands_the_files_to_its_children_never_the_secrets(
         assert stream_status(banner.url, None) == 401
         token = TokenVerifier(AUTH_SECRET.encode()).mint(ttl=60)
         assert stream_status(banner.url, token) == 200
-        assert "TOKEN=$(connectome-sse token)" in up.log()  # the banner says auth is on
+        # The banner says auth is on, and where the token command reads the secret.
+        assert "needs SSE_AUTH_SECRET_FILE in that shell" in up.log()
         tree = up.tree()
         assert len(tree) >= 3, tree  # gateway, publisher, demo engine
         assert_nowhere_in([up.pid, *tree])
@@ -172,6 +173,10 @@ def test_up_with_its_own_redis_ignores_a_password_file(
         banner = up.banner()
         assert stream_status(banner.url, None) == 401
         assert "ignoring REDIS_PASSWORD_FILE" in up.log()
+        # The tools would send the file's password to a Redis that has none: the export clears it.
+        assert banner.shell[0] == (
+            f"export REDIS_URL=redis://127.0.0.1:{banner.redis_port}/0 REDIS_PASSWORD_FILE=''"
+        )
     finally:
         up.kill_everything()
 

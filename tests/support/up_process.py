@@ -65,6 +65,9 @@ class Banner:
     redis_port: int
     redis: str
     log_dir: str
+    stream: str  # the stream row: a curl command
+    listen: str
+    shell: list[str]  # the commands to try from another shell, in order
 
 
 class UpProcess(ManagedProcess):
@@ -93,13 +96,18 @@ class UpProcess(ManagedProcess):
             assert match, f"no {label} row in:\n{text}"
             return match.group(1)
 
-        port = re.search(r"redis-cli (?:-p (\d+)|-u \S+:(\d+)/)", row("inject"))
+        port = re.search(r"127\.0\.0\.1:(\d+)", row("redis"))
         assert port, text
+        block = re.search(r"^Try it from another shell.*\n\n((?:    .+\n)+)", text, re.MULTILINE)
+        assert block, f"no commands to try in:\n{text}"
         return Banner(
             url=row("dashboard").rstrip("/"),
-            redis_port=int(port.group(1) or port.group(2)),
+            redis_port=int(port.group(1)),
             redis=row("redis"),
             log_dir=row("logs").split(" (")[0],
+            stream=row("stream"),
+            listen=row("listen"),
+            shell=[line.strip() for line in block.group(1).splitlines()],
         )
 
     def tree(self) -> list[int]:

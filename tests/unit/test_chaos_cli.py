@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from connectome_sse.cli import build_parser, main
+from connectome_sse.chaos.topology import Settings, chaos_topology
+from connectome_sse.cli import main, parse
 from connectome_sse.commands.chaos import chosen
 from connectome_sse.localrun.nginx import TemplateNotFound, find_template
 
@@ -42,14 +44,27 @@ def test_the_repository_template_is_found_from_the_editable_install() -> None:
 
 
 def test_default_is_every_scenario_but_the_soak_and_the_storm_takes_its_own_count() -> None:
-    args = build_parser().parse_args(["chaos", "--storm-clients", "123"])
+    args = parse(["chaos", "--storm-clients", "123"])
     scenarios, soak = chosen(args)
     assert not soak
     names = [s.name for s in scenarios]
     assert "redis-kill" in names and "sentinel-failover" in names and "storm" in names
     (storm,) = [s for s in scenarios if s.name == "storm"]
     assert storm.clients == 123
-    _, soak = chosen(build_parser().parse_args(["chaos", "--soak"]))
+    _, soak = chosen(parse(["chaos", "--soak"]))
     assert soak
-    only, soak = chosen(build_parser().parse_args(["chaos", "soak"]))
+    only, soak = chosen(parse(["chaos", "soak"]))
     assert only == [] and soak
+
+
+def test_the_topologys_ping_comes_from_the_settings_model_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The settings handed in decide, not a second read of the environment."""
+    monkeypatch.setenv("SSE_PING_INTERVAL", "99")
+    settings = Settings.from_environ({"SSE_PING_INTERVAL": "7"})
+    topology = chaos_topology(settings)
+    try:
+        assert topology.gateway_env["SSE_PING_INTERVAL"] == "7.0"
+    finally:
+        shutil.rmtree(topology.workdir, ignore_errors=True)

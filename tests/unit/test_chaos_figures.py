@@ -7,7 +7,8 @@ import pytest
 from connectome_sse.chaos.feed import HealthWatch, Published
 from connectome_sse.chaos.figures import Window, measure
 from connectome_sse.chaos.runner import verdict
-from connectome_sse.chaos.scenarios import SCENARIOS, Limits
+from connectome_sse.chaos.scenario_kit import Limits
+from connectome_sse.chaos.scenarios import SCENARIOS
 from connectome_sse.chaos.topology import Settings
 from connectome_sse.localrun.browser import BrowserClient, Connection
 
@@ -108,7 +109,7 @@ def test_the_sentinel_limit_is_down_after_failover_timeout_the_specs_5_s_and_mar
     limits = failover.limits(Settings.from_environ({}), 10)
     assert limits.recovery_s == pytest.approx(2 + 3 + 5 + 2)
     assert limits.lost == limits.duplicates == limits.stale == limits.cut == 0
-    # Health every 8 s cannot be fresh within the SPEC's 5 s of the switch: one interval then.
+    # Health every 8 s cannot be fresh within the documented 5 s of the switch: one interval then.
     sparse = Settings.from_environ({"HEALTH_INTERVAL": "8"})
     assert failover.limits(sparse, 10).recovery_s == pytest.approx(2 + 3 + 8 + 2)
 

@@ -1,4 +1,4 @@
-"""`listen` lines for ids, resync, health_stale and the pings' health_age (issue 11)."""
+"""`listen` lines for ids, resync, health_stale and the pings' health_age."""
 
 from __future__ import annotations
 

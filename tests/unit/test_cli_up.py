@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 
 import pytest
 
-from connectome_core.settings import SettingsError, settings_from_args
+from connectome_core.settings import SettingsError
 from connectome_sse.commands import up
-from connectome_sse.stack.banner import StackView, render
+from connectome_sse.stack.banner import StackView, render, shell_lines
+from connectome_sse.stack.settings import UpSettings, load_stack_settings
 from connectome_sse.stack.supervisor import death_report, describe_exit
 
 
@@ -20,35 +22,73 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_flags_win_over_environment() -> None:
-    args = parse(["--port", "9001", "--workers", "2", "--no-demo"])
-    settings = settings_from_args(up.UpSettings, args, {"SSE_PORT": "8100", "REDIS_URL": ""})
-    assert (settings.port, settings.workers, settings.redis_url) == (9001, 2, None)
+    args = parse(["--port", "9001", "--workers", "2", "--no-demo", "--log-format", "json"])
+    settings = load_stack_settings(args, {"SSE_PORT": "8100", "REDIS_URL": ""})
+    assert (settings.gateway.port, settings.gateway.workers) == (9001, 2)
+    assert settings.up.redis_url is None and settings.own_redis
+    assert settings.child_environ["LOG_FORMAT"] == "json"
+    assert settings.child_environ["REDIS_PASSWORD_FILE"] == ""
+    assert "REDIS_URL" not in settings.child_environ
     assert args.no_demo and not args.embedded_redis
+
+
+def test_the_gateway_flags_are_the_gateways_own() -> None:
+    """No second copy of a default: up's --port is the gateway's SSE_PORT."""
+    settings = load_stack_settings(parse([]), {})
+    assert (settings.gateway.host, settings.gateway.port, settings.gateway.workers) == (
+        "127.0.0.1",
+        8000,
+        1,
+    )
+    assert not {"host", "port", "workers"} & set(UpSettings.model_fields)
 
 
 @pytest.mark.parametrize(
     ("env", "setting"),
-    [({"SSE_PORT": "eighty"}, "SSE_PORT"), ({"REDIS_URL": "http://x"}, "REDIS_URL")],
+    [
+        ({"SSE_PORT": "eighty"}, "SSE_PORT"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"SSE_PING_INTERVAL": "0"}, "SSE_PING_INTERVAL"),
+        ({"PUBLISHER_LEASE_MS": "nan"}, "PUBLISHER_LEASE_MS"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ],
 )
-def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
+def test_bad_values_of_any_child_name_the_setting(env: dict[str, str], setting: str) -> None:
     with pytest.raises(SettingsError, match=setting):
-        settings_from_args(up.UpSettings, parse([]), env)
+        load_stack_settings(parse([]), env)
 
 
-def test_banner_shows_url_curl_and_redis_cli() -> None:
-    text = render(
-        StackView(
-            base_url="http://127.0.0.1:8000",
-            redis="redis-server 7.0.15 on 127.0.0.1:6380",
-            redis_cli=["redis-cli", "-p", "6380"],
-            processes=["sse-gateway (1 worker, pid 3)"],
-            log_dir="/tmp/x",
-        )
-    )
+VIEW = StackView(
+    base_url="http://127.0.0.1:8000",
+    redis="redis-server 7.0.15 on 127.0.0.1:6380, started by up",
+    processes=["sse-gateway (1 worker, pid 3)"],
+    log_dir="/tmp/x",
+    exports={"REDIS_URL": "redis://127.0.0.1:6380/0"},
+)
+
+
+def test_banner_shows_url_curl_and_what_to_paste() -> None:
+    text = render(VIEW)
     assert "http://127.0.0.1:8000/\n" in text
-    assert "curl -N http://127.0.0.1:8000/api/sse" in text
-    assert 'redis-cli -p 6380 publish sse:connectome_health \'{"status":' in text
+    assert "  stream     curl -N http://127.0.0.1:8000/api/sse\n" in text
+    assert shell_lines(VIEW) == [
+        "export REDIS_URL=redis://127.0.0.1:6380/0",
+        "connectome-sse publish note 'hello from the first hour'",
+    ]
+    assert "    export REDIS_URL=redis://127.0.0.1:6380/0\n" in text
     assert "Ctrl-C" in text
+
+
+def test_banner_with_the_users_redis_and_auth() -> None:
+    view = dataclasses.replace(VIEW, exports=None, auth="SSE_AUTH_SECRET_FILE", tool="/v/bin/cs")
+    text = render(view)
+    assert shell_lines(view) == ["/v/bin/cs publish note 'hello from the first hour'"]
+    assert (
+        'curl -N -H "Authorization: Bearer $(/v/bin/cs token --sub me)" '
+        "http://127.0.0.1:8000/api/sse" in text
+    )
+    assert "needs SSE_AUTH_SECRET_FILE in that shell" in text
+    assert "export" not in text.split("Try it")[1]
 
 
 class FakeMember:

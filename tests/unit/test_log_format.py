@@ -54,3 +54,11 @@ def test_a_traceback_stays_inside_the_one_line() -> None:
     line = JsonFormatter().format(rec)
     assert "\n" not in line
     assert "RuntimeError: boom" in str(strict(line)["exc"])
+
+
+def test_uvicorns_coloured_copy_of_the_message_is_left_out() -> None:
+    """uvicorn passes ``color_message`` (ANSI escapes) for its own formatter: noise in JSON."""
+    entry = strict(
+        JsonFormatter().format(record("Started", color_message="\x1b[36mStarted\x1b[0m"))
+    )
+    assert entry["message"] == "Started" and "color_message" not in entry

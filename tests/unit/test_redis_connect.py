@@ -71,6 +71,19 @@ def test_sync_sentinel_client_closes_its_sentinels() -> None:
     assert client.owned_sentinel is None
 
 
+async def test_no_connection_asks_for_maintenance_notifications() -> None:
+    """Every pool, the sentinels' own included, has them off (the wire test is in integration)."""
+    sentinel = async_client(parse_redis_url("redis+sentinel://a:1,b:2/m"))
+    assert isinstance(sentinel, SentinelAsyncRedis) and sentinel.owned_sentinel is not None
+    pools: list[Any] = [sentinel.connection_pool]
+    pools += [node.connection_pool for node in sentinel.owned_sentinel.sentinels]
+    pools.append(async_client(parse_redis_url("redis://h:1")).connection_pool)
+    pools.append(sync_client(parse_redis_url("rediss://h:1", **TLS)).connection_pool)
+    for pool in pools:
+        assert not pool.maint_notifications_enabled()
+    await sentinel.aclose()
+
+
 TARGET = parse_redis_url("redis://app:hunter2@h:1/0", tls_ca_file=Path("/ca.pem"))
 
 

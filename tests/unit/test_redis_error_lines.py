@@ -1,4 +1,4 @@
-"""Redis error texts in repeated log lines are short (issue 10): a first sentence only."""
+"""Redis error texts in repeated log lines are short: a first sentence only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""REDIS_URL parsing (every SPEC form, the bad ones), redaction, and the shared Redis settings."""
+"""REDIS_URL parsing (every form, the bad ones), redaction, and the shared Redis settings."""
 
 from __future__ import annotations
 

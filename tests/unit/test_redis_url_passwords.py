@@ -20,7 +20,7 @@ from connectome_core.redaction import redact_text, redact_url
 from connectome_core.redis_target import RedisUrlError, parse_redis_url
 from connectome_core.settings import RedisSettings, SettingsError, load_settings
 from connectome_sse.cli_redis import CliRedisSettings
-from connectome_sse.commands.up import UpSettings
+from connectome_sse.stack.settings import UpSettings
 from health_publisher.settings import PublisherSettings
 from sse_gateway.settings import GatewaySettings
 

@@ -81,9 +81,12 @@ def test_listen_sends_the_token_as_a_bearer_header(monkeypatch: pytest.MonkeyPat
 
 
 def test_banner_says_how_to_switch_auth_on_and_how_to_use_it() -> None:
-    view = StackView("http://127.0.0.1:8000", "redis", ["redis-cli"], ["gw"], "/tmp/x")
+    view = StackView("http://127.0.0.1:8000", "redis", ["gw"], "/tmp/x")
     off = render(view)
     assert "SSE_AUTH_SECRET=" in off and "auth" in off
-    on = render(dataclasses.replace(view, auth=True))
+    on = render(dataclasses.replace(view, auth="SSE_AUTH_SECRET"))
     assert "connectome-sse token" in on
-    assert 'Authorization: Bearer $TOKEN" http://127.0.0.1:8000/api/sse' in on
+    assert (
+        'Authorization: Bearer $(connectome-sse token --sub me)" http://127.0.0.1:8000/api/sse'
+        in on
+    )

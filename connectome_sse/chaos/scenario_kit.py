@@ -1,0 +1,90 @@
+"""What a chaos scenario is made of: its limits, its context, what its fault reports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from connectome_sse.chaos.feed import HealthWatch, SeqFeed, redis_client
+from connectome_sse.chaos.topology import Settings
+from connectome_sse.localrun.browser import BrowserClient
+from connectome_sse.localrun.topology import Topology
+
+MARGIN_S = 2.0
+FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
+# Clients take health, the numbered events and the fill events; never the bulk burst.
+STREAM_PATH = "/api/sse?events=connectome_health,chaos_seq,chaos_fill"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most each figure may be; None: not held to a limit in this scenario."""
+
+    recovery_s: float | None = None
+    lost: int | None = 0
+    duplicates: int | None = 0
+    reordered: int | None = 0
+    never_back: int | None = 0
+    stale: int | None = 0
+    cut: int | None = 0
+    peak_rss_mib: float | None = None
+    # Growth of the gateways' RSS over the second half of the soak.
+    rss_growth_mib: float | None = None
+    # Scenario-specific figures that must hold (name -> least value).
+    at_least: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Injected:
+    """What ``inject`` reports: where the recovery clock starts, what the figures exclude."""
+
+    clock_mono: float
+    clock_wall: float
+    excused: tuple[tuple[float, float], ...] = ()
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+    @classmethod
+    def now(cls, **kwargs: Any) -> Injected:
+        return cls(time.monotonic(), time.time(), **kwargs)
+
+
+@dataclass
+class Context:
+    """What a scenario may touch."""
+
+    topology: Topology
+    settings: Settings
+    clients: list[BrowserClient]
+    feed: SeqFeed
+    watch: HealthWatch
+    # Clients left out of the figures (the stuck ones of "slow-clients").
+    excluded: set[int] = field(default_factory=set)
+    rss_baseline_mib: float = 0.0
+
+    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking step (a process start, a wait) without stalling the clients."""
+        return await asyncio.to_thread(fn, *args)
+
+    def redis(self) -> aioredis.Redis:
+        return redis_client(self.topology.redis_url, 5.0)
+
+
+Inject = Callable[[Context], Awaitable[Injected]]
+LimitsFor = Callable[[Settings, int], Limits]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: str
+    limits: LimitsFor
+    inject: Inject
+    clients: int | None = None  # None: --clients
+    feed_rate: float = FEED_RATE
+    # Runs on the Sentinel topology (master, replica, three sentinels), not the plain one.
+    sentinel: bool = False
