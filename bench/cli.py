@@ -151,7 +151,8 @@ def run_one(
     scen, system_name: str, redis_server, opts, profile, before_tree: Path | None = None
 ) -> dict[str, Any]:
     """Start the system, measure, stop it. A failure becomes a result with an `error`."""
-    from bench.load import measure, measure_ceiling
+    from bench.ceiling import measure_ceiling
+    from bench.load import measure
     from bench.systems import start_system
 
     redis_server.flush()
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap.ensure_python_packages(need_py_spy=args.profile)
     nofile = bootstrap.raise_open_files()
 
-    from bench.load import LoadOptions
+    from bench.fleet import LoadOptions
     from bench.profile import format_hot_spots, start_profile
     from bench.report import render
     from bench.systems import ServerProcess, bench_redis

@@ -175,16 +175,21 @@ class SSEParser:
     def _error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
 
+    def _start(self, data: bytes) -> bytes:
+        """The stream's first bytes without one leading BOM (which may come split over reads)."""
+        data = self._pending + data
+        if len(data) < len(BOM) and BOM.startswith(data):
+            self._pending = data
+            return b""
+        self._pending = b""
+        self._started = True
+        return data[len(BOM) :] if data.startswith(BOM) else data
+
     def feed(self, data: bytes) -> list[SSEEvent]:
         if not self._started:
-            data = self._pending + data
-            if len(data) < len(BOM) and BOM.startswith(data):
-                self._pending = data
+            data = self._start(data)
+            if not self._started:
                 return []
-            if data.startswith(BOM):
-                data = data[len(BOM) :]
-            self._pending = b""
-            self._started = True
         if self._skip_lf and data:
             self._skip_lf = False
             if data[:1] == b"\n":

@@ -1,4 +1,4 @@
-"""A dashboard that stops reading: latest-only health, bounded memory, SSE_SEND_TIMEOUT (issue 11).
+"""A dashboard that stops reading: latest-only health, bounded memory, SSE_SEND_TIMEOUT.
 
 The client is a raw socket with a small receive buffer that simply stops
 calling ``recv``, which is what a stuck browser tab looks like to the gateway.
@@ -58,7 +58,7 @@ async def test_a_stalled_dashboard_is_never_cut_stays_bounded_and_then_gets_the_
     try:
         await until(lambda: gateway.metric("sse_open_streams") == 1, what="subscribed")
         before = rss_kb(gateway.pid)
-        count = 1500  # 30 s at 50/s (the issue's): 96 MB of health for a client that reads nothing
+        count = 1500  # 30 s at 50/s: 96 MB of health for a client that reads nothing
         await publish_at_50_per_second(redis, 0, count)
         grown_mb = (rss_kb(gateway.pid) - before) / 1024
         print(f"gateway RSS grew {grown_mb:.1f} MB for one stalled client")
@@ -109,7 +109,7 @@ async def test_a_client_that_takes_no_bytes_is_cut_after_the_send_timeout(
 async def test_regression_a_stalled_client_of_large_events_is_cut_by_bytes_not_frames(
     redis_server: RedisServer, start_gateway: StartGateway
 ) -> None:
-    # Issue 16, item 8, through a real process: with the default SSE_CLIENT_BUFFER_BYTES
+    # Through a real process: with the default SSE_CLIENT_BUFFER_BYTES
     # (1 MiB), 1 MB events cut a client that reads nothing after a few of them. Bounded
     # by frames alone (SSE_CLIENT_BUFFER, 256), it would hold all 60 MB and stay open.
     gateway = start_gateway(redis_server.url).wait_ready()

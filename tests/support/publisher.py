@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from connectome_core.contract import SIGNALS_STREAM, channel_for, snapshot_key
 from connectome_core.payload import HealthPayload, parse_health_payload
 from connectome_core.settings import load_settings
+from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
@@ -128,6 +129,22 @@ def publisher_process(
     """``health-publisher`` as a real process against ``server``."""
     environ = {"REDIS_URL": server.url, "PUBLISHER_LOG_LEVEL": "DEBUG", **(env or {})}
     return ManagedProcess(console_script("health-publisher"), log_path, env=environ).start()
+
+
+def publishers_with_metrics(
+    url: str, workdir: Path, env: Mapping[str, str], count: int = 2
+) -> tuple[list[ManagedProcess], list[int]]:
+    """``count`` started ``health-publisher`` processes on ``url``, and their metrics ports."""
+    ports = [free_port() for _ in range(count)]
+    processes = [
+        ManagedProcess(
+            console_script("health-publisher"),
+            workdir / f"publisher-{i}.log",
+            env={"REDIS_URL": url, **env, "PUBLISHER_METRICS_PORT": str(port)},
+        ).start()
+        for i, port in enumerate(ports)
+    ]
+    return processes, ports
 
 
 @contextlib.asynccontextmanager

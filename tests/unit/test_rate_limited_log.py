@@ -1,4 +1,4 @@
-"""``RateLimitedLog``, which every flood-prone log line goes through (issue 16, item 13)."""
+"""``RateLimitedLog``, which every flood-prone log line goes through."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``redact_url``: no password of a Redis URL survives into a log line (issue 16, item 14)."""
+"""``redact_url``: no password of a Redis URL survives into a log line."""
 
 from __future__ import annotations
 

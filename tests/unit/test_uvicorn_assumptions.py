@@ -1,7 +1,7 @@
 """What ``sse_gateway.http_protocol`` assumes of uvicorn and httptools, checked one by one.
 
-The gateway extends uvicorn's httptools protocol (issue 9, item 2: the
-README's dependency notes name this). Nothing here uses a private
+The gateway extends uvicorn's httptools protocol (the README's dependency
+notes name this). Nothing here uses a private
 (underscore) name, but these are uvicorn's internals all the same, and a
 release may change them. Each test names the assumption it checks, so a
 uvicorn or httptools upgrade that breaks one fails here, with that name,
@@ -193,7 +193,7 @@ async def _until(predicate: Any) -> None:
 async def test_uvicorns_client_triggered_lines_are_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 16 item 13: garbage on many connections must not become as many log lines."""
+    """Garbage on many connections must not become as many log lines."""
     for _ in range(5):
         protocol, _, transport = _protocol()
         protocol.data_received(b"\x16\x03\x01 NOT HTTP\r\n\r\n")
