@@ -41,6 +41,7 @@ from tests.support.browser_pages import (
 from tests.support.chromium import chromium
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, NginxVariant
 from tests.support.page_feed import Feed, payloads, publish
+from tests.support.topologies import running
 
 pytestmark = pytest.mark.e2e
 
@@ -68,12 +69,8 @@ def topology(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> It
     topology = Topology(
         workdir, redis, gateways=3, publishers=0, engine=False, gateway_env=GATEWAY_ENV
     )
-    try:
-        topology.start()
+    with running(topology):
         yield topology
-    finally:
-        print(topology.logs())
-        topology.stop()
 
 
 @pytest.fixture(scope="module")
