@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.bootstrap import say as bootstrap_say
 from bench.fleet import ClientFleet, LoadOptions
-from bench.load import Held, ProfileStart, held_summary, hold_streams
+from bench.load import Held, ProfileStart, held_streams, held_summary
 from bench.procstats import cpu_seconds, tree_stats
 from bench.publisher import publish_series
 from bench.scenarios import Scenario
@@ -30,13 +30,9 @@ def measure_ceiling(
     profile: ProfileStart | None = None,
 ) -> dict[str, Any]:
     """Step the rate up on the same streams until p99 or loss says stop."""
-    idle = tree_stats(system.pid)
-    completed = False
-    fleet = ClientFleet(scenario, system, opts)
     steps: list[dict[str, Any]] = []
     stop_reason = "every step passed"
-    try:
-        held = hold_streams(fleet, system, redis_server, idle)
+    with held_streams(scenario, system, redis_server, opts) as (fleet, held):
         for rate in scenario.ceiling_rates:
             step = run_step(scenario, system, fleet, held, rate, profile)
             steps.append(step)
@@ -49,9 +45,6 @@ def measure_ceiling(
                 stop_reason = f"{rate:g}/s: {why}"
                 break
         fleet.results()
-        completed = True
-    finally:
-        fleet.close(completed)
     return ceiling_summary(scenario, system, fleet, held, steps, stop_reason)
 
 

@@ -7,9 +7,10 @@ have them (at most `drain_s`), then collect. Every step has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,22 @@ class Held:
     held: TreeStats  # the server holding the streams
     redis_clients: int
     live: set[int]  # the workers that hold streams
+
+
+@contextlib.contextmanager
+def held_streams(
+    scenario: Scenario, system: RunningSystem, redis_server: RedisServer, opts: LoadOptions
+) -> Iterator[tuple[ClientFleet, Held]]:
+    """The scenario's client fleet holding its streams; its workers ended after the block
+    (not waited for if the block failed)."""
+    idle = tree_stats(system.pid)
+    fleet = ClientFleet(scenario, system, opts)
+    completed = False
+    try:
+        yield fleet, hold_streams(fleet, system, redis_server, idle)
+        completed = True
+    finally:
+        fleet.close(completed)
 
 
 def hold_streams(
@@ -161,18 +178,12 @@ def measure(
     opts: LoadOptions,
     profile: ProfileStart | None = None,
 ) -> dict[str, Any]:
-    idle = tree_stats(system.pid)
-    completed = False
-    fleet = ClientFleet(scenario, system, opts)
-    try:
-        held = hold_streams(fleet, system, redis_server, idle)
+    """Ramp, [storm], publish the scenario's events, collect; the run's figures."""
+    with held_streams(scenario, system, redis_server, opts) as (fleet, held):
         stormed = storm(fleet.hub, opts) if scenario.storm else {}
         if stormed:
             held.connected = stormed["storm_reconnected"]
         delivery = publish_and_collect(scenario, system, redis_server, fleet, held, profile)
-        completed = True
-    finally:
-        fleet.close(completed)
     summary = {
         **held_summary(scenario, system, fleet, held),
         "events": scenario.events,

@@ -1,10 +1,7 @@
 """Results -> markdown tables: every figure, ratios to Nchan, the ceiling (g), before/after.
 
-With several repeats of a (scenario, system) pair a cell is the median of the
-repeats, except `lost` and `dups` (the worst repeat) and `connected` (the
-fewest). In a scenario the reference is the Nchan system that ran it (`nchan`,
-or `nchan-4w` in f); "before" rows are the gateway of the `--before` commit.
-Scenario g's main-table figures are those of its fastest step that kept up.
+Repeats of a (scenario, system) pair: the median, except `lost` and `dups` (the
+worst) and `connected` (the fewest). The reference is the scenario's Nchan system.
 """
 
 from __future__ import annotations
@@ -221,7 +218,7 @@ def auth_table(rows: list[dict[str, Any]]) -> str:
 
 
 def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:
-    """Issue 15's targets for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
+    """The performance targets for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
     by_scen = _by_scenario(rows)
     out = []
 
@@ -288,6 +285,6 @@ def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
         if extra:
             parts += ["", extra]
     if any(r["system"] == system for r in rows):
-        parts += ["", f"Targets of issue 15 for {system}:"]
+        parts += ["", f"Performance targets for {system}:"]
         parts += [f"- {t}" for t in targets(rows, system)]
     return "\n".join(parts)

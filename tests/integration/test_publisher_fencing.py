@@ -18,14 +18,8 @@ import pytest
 from connectome_core.contract import LEADER_KEY, SIGNALS_STREAM
 from connectome_sse.localrun.redis_server import RedisServer
 from health_publisher.service import HealthPublisher
-from tests.support.publisher import (
-    counters,
-    group_info,
-    snapshot,
-    step_until,
-    stepped_publishers,
-    xadd,
-)
+from tests.support.publisher import counters, group_info, snapshot, xadd
+from tests.support.stepped_publishers import step_until, stepped_publishers
 
 pytestmark = pytest.mark.integration
 

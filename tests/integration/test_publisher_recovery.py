@@ -15,14 +15,8 @@ from connectome_core.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import until
 from health_publisher.service import HealthPublisher
-from tests.support.publisher import (
-    counters,
-    group_info,
-    snapshot,
-    step_until,
-    stepped_publishers,
-    xadd,
-)
+from tests.support.publisher import counters, group_info, snapshot, xadd
+from tests.support.stepped_publishers import step_until, stepped_publishers
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,38 +145,6 @@ def publishers_with_metrics(
         for i, port in enumerate(ports)
     ]
     return processes, ports
-
-
-@contextlib.asynccontextmanager
-async def stepped_publishers(
-    url: str, env: Mapping[str, str]
-) -> AsyncIterator[Callable[..., HealthPublisher]]:
-    """A maker of HealthPublishers (consumer ``name``, ``env`` plus its own) for tests that step
-    them by hand; every one made is closed when the block ends."""
-    made: list[HealthPublisher] = []
-
-    def make(name: str = "pub", **own_env: str) -> HealthPublisher:
-        settings = load_settings(
-            PublisherSettings, {"REDIS_URL": url, "PUBLISHER_CONSUMER": name, **env, **own_env}
-        )
-        publisher = HealthPublisher(settings)
-        made.append(publisher)
-        return publisher
-
-    try:
-        yield make
-    finally:
-        for publisher in made:
-            await publisher.close()
-
-
-async def step_until(publisher: HealthPublisher, done: Callable[[], Any], steps: int = 100) -> None:
-    """``run_once`` until ``done()`` holds; fail after ``steps`` steps."""
-    for _ in range(steps):
-        await publisher.run_once()
-        if done():
-            return
-    raise AssertionError("condition not reached within the steps")
 
 
 @contextlib.asynccontextmanager
