@@ -30,8 +30,8 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 # The port is picked at connect(), by the 4-tuple, not at bind(): ports are not used up
 # by the binding itself (Linux).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-TIMESPEC = struct.Struct("@qq")
-ANCILLARY_BYTES = socket.CMSG_SPACE(TIMESPEC.size)
+KERNEL_TIME = struct.Struct("@qq")  # a struct timespec: seconds, nanoseconds
+ANCILLARY_BYTES = socket.CMSG_SPACE(KERNEL_TIME.size)
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class Stream:
         kernel_ts = now
         for _level, kind, blob in ancillary:
             if kind == SO_TIMESTAMPNS:
-                sec, nsec = TIMESPEC.unpack_from(blob)
+                sec, nsec = KERNEL_TIME.unpack_from(blob)
                 kernel_ts = sec + nsec * 1e-9
         if self.sse is None:
             data = self._read_head(data)
