@@ -123,6 +123,32 @@ class ChannelRecorder:
         return wait_for(found, timeout=timeout, what=what or "a matching health payload")
 
 
+class ViolationFeed:
+    """A thread XADDing one ``dmz_violation_attempts`` counter signal every ``every`` s."""
+
+    def __init__(self, server: RedisServer, every: float = 0.05) -> None:
+        self.server = server
+        self.every = every
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        client = self.server.client()
+        while not self._stop.is_set():
+            xadd(client, "counter", name="dmz_violation_attempts")
+            self.written += 1
+            self._stop.wait(self.every)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+
 def publisher_process(
     server: RedisServer, log_path: Path, env: Mapping[str, str] | None = None
 ) -> ManagedProcess:
