@@ -12,29 +12,21 @@ import time
 from typing import Any
 
 from bench.bootstrap import say as bootstrap_say
-from bench.fleet import ClientFleet, LoadOptions
-from bench.load import Held, ProfileStart, held_streams, held_summary
+from bench.fleet import ClientFleet
+from bench.load import Held, LoadRun, held_streams, held_summary
 from bench.procstats import cpu_seconds, tree_stats
 from bench.publisher import publish_series
-from bench.scenarios import Scenario
 from bench.stats import delivered_per_second, delivery_summary, latency_summary
-from bench.systems import RunningSystem
-from connectome_sse.localrun.redis_server import RedisServer
 
 
-def measure_ceiling(
-    scenario: Scenario,
-    system: RunningSystem,
-    redis_server: RedisServer,
-    opts: LoadOptions,
-    profile: ProfileStart | None = None,
-) -> dict[str, Any]:
+def measure_ceiling(run: LoadRun) -> dict[str, Any]:
     """Step the rate up on the same streams until p99 or loss says stop."""
+    scenario = run.scenario
     steps: list[dict[str, Any]] = []
     stop_reason = "every step passed"
-    with held_streams(scenario, system, redis_server, opts) as (fleet, held):
+    with held_streams(run) as (fleet, held):
         for rate in scenario.ceiling_rates:
-            step = run_step(scenario, system, fleet, held, rate, profile)
+            step = run_step(run, fleet, held, rate)
             steps.append(step)
             bootstrap_say(
                 f"  g step {rate:g}/s: p99 {step['lat_ms_p99']} ms, lost {step['lost']}, "
@@ -45,20 +37,14 @@ def measure_ceiling(
                 stop_reason = f"{rate:g}/s: {why}"
                 break
         fleet.results()
-    return ceiling_summary(scenario, system, fleet, held, steps, stop_reason)
+    return ceiling_summary(run, fleet, held, steps, stop_reason)
 
 
-def run_step(
-    scenario: Scenario,
-    system: RunningSystem,
-    fleet: ClientFleet,
-    held: Held,
-    rate: float,
-    profile: ProfileStart | None,
-) -> dict[str, Any]:
+def run_step(run: LoadRun, fleet: ClientFleet, held: Held, rate: float) -> dict[str, Any]:
     """One step: a new measurement on the open streams, `step_s` seconds of events at `rate`."""
     import uvloop
 
+    scenario, system, profile = run.scenario, run.system, run.profile
     hub = fleet.hub
     events = max(10, round(rate * scenario.step_s))
     run_id = secrets.token_hex(4)
@@ -85,18 +71,17 @@ def run_step(
 
 
 def ceiling_summary(
-    scenario: Scenario,
-    system: RunningSystem,
+    run: LoadRun,
     fleet: ClientFleet,
     held: Held,
     steps: list[dict[str, Any]],
     stop_reason: str,
 ) -> dict[str, Any]:
     """The run's figures: those of the fastest step that passed, and every step."""
-    passed = [s for s in steps if step_failure(s, scenario.ceiling_p99_ms) is None]
+    passed = [s for s in steps if step_failure(s, run.scenario.ceiling_p99_ms) is None]
     best = passed[-1] if passed else None
     summary: dict[str, Any] = {
-        **held_summary(scenario, system, fleet, held),
+        **held_summary(run, fleet, held),
         "events": sum(s["published"] for s in steps),
         "rate": best["rate"] if best else None,
         "ceiling_stop": stop_reason,

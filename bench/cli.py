@@ -151,7 +151,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Start the system, measure, stop it. A failure becomes a result with an `error`."""
     from bench.ceiling import measure_ceiling
-    from bench.load import measure
+    from bench.load import LoadRun, measure
     from bench.systems import start_system
 
     redis_server.flush()
@@ -159,7 +159,7 @@ def run_one(
     try:
         system = start_system(system_name, redis_server, before_tree=before_tree)
         how = measure_ceiling if scen.ceiling_rates else measure
-        return how(scen, system, redis_server, opts, profile)
+        return how(LoadRun(scen, system, redis_server, opts, profile))
     except Exception as e:  # one failed run must not end the others
         return {"scenario": scen.name, "system": system_name, "error": str(e)}
     finally:

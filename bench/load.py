@@ -25,6 +25,17 @@ from connectome_sse.localrun.redis_server import RedisServer
 ProfileStart = Callable[[RunningSystem, float], Callable[[], dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class LoadRun:
+    """One measurement's inputs: the scenario, the system under load, its Redis, the options."""
+
+    scenario: Scenario
+    system: RunningSystem
+    redis_server: RedisServer
+    opts: LoadOptions
+    profile: ProfileStart | None = None
+
+
 @dataclass
 class Held:
     """The streams after the ramp and the warm-up, and what holding them costs."""
@@ -40,16 +51,14 @@ class Held:
 
 
 @contextlib.contextmanager
-def held_streams(
-    scenario: Scenario, system: RunningSystem, redis_server: RedisServer, opts: LoadOptions
-) -> Iterator[tuple[ClientFleet, Held]]:
+def held_streams(run: LoadRun) -> Iterator[tuple[ClientFleet, Held]]:
     """The scenario's client fleet holding its streams; its workers ended after the block
     (not waited for if the block failed)."""
-    idle = tree_stats(system.pid)
-    fleet = ClientFleet(scenario, system, opts)
+    idle = tree_stats(run.system.pid)
+    fleet = ClientFleet(run.scenario, run.system, run.opts)
     completed = False
     try:
-        yield fleet, hold_streams(fleet, system, redis_server, idle)
+        yield fleet, hold_streams(fleet, run.system, run.redis_server, idle)
         completed = True
     finally:
         fleet.close(completed)
@@ -73,16 +82,14 @@ def hold_streams(
     )
 
 
-def held_summary(
-    scenario: Scenario, system: RunningSystem, fleet: ClientFleet, held: Held
-) -> dict[str, Any]:
+def held_summary(run: LoadRun, fleet: ClientFleet, held: Held) -> dict[str, Any]:
     """The figures every measurement has: who it measured and what the streams cost."""
     rss_kb, idle_kb = held.held.rss_kb, held.idle.rss_kb
     return {
-        "scenario": scenario.name,
-        "system": system.name,
-        "clients": scenario.clients,
-        "payload_bytes": scenario.payload_bytes,
+        "scenario": run.scenario.name,
+        "system": run.system.name,
+        "clients": run.scenario.clients,
+        "payload_bytes": run.scenario.payload_bytes,
         "client_procs": len(fleet.shares),
         "connected": held.connected,
         "connect_failures": merge_counts([r.get("failures", {}) for r in held.ready]),
@@ -130,24 +137,18 @@ class Delivery:
     profiled: dict[str, Any] | None
 
 
-def publish_and_collect(
-    scenario: Scenario,
-    system: RunningSystem,
-    redis_server: RedisServer,
-    fleet: ClientFleet,
-    held: Held,
-    profile: ProfileStart | None,
-) -> Delivery:
+def publish_and_collect(run: LoadRun, fleet: ClientFleet, held: Held) -> Delivery:
     """Publish the scenario's events, wait for them everywhere (bounded), collect the results."""
     import uvloop
 
+    scenario, system, redis_server = run.scenario, run.system, run.redis_server
     fleet.hub.inbox.pop("complete", None)
     srv_cpu0, cli_cpu0, redis_cpu0 = (
         tree_stats(system.pid).cpu_s,
         cpu_seconds(fleet.pids),
         redis_server.cpu_seconds(),
     )
-    profile_done = profile(system, scenario.publish_s + 1.0) if profile else None
+    profile_done = run.profile(system, scenario.publish_s + 1.0) if run.profile else None
     pub = uvloop.run(
         publish_series(
             system.publisher(), fleet.run_id, scenario.events, scenario.rate, scenario.payload_bytes
@@ -171,26 +172,20 @@ def publish_and_collect(
     )
 
 
-def measure(
-    scenario: Scenario,
-    system: RunningSystem,
-    redis_server: RedisServer,
-    opts: LoadOptions,
-    profile: ProfileStart | None = None,
-) -> dict[str, Any]:
+def measure(run: LoadRun) -> dict[str, Any]:
     """Ramp, [storm], publish the scenario's events, collect; the run's figures."""
-    with held_streams(scenario, system, redis_server, opts) as (fleet, held):
-        stormed = storm(fleet.hub, opts) if scenario.storm else {}
+    with held_streams(run) as (fleet, held):
+        stormed = storm(fleet.hub, run.opts) if run.scenario.storm else {}
         if stormed:
             held.connected = stormed["storm_reconnected"]
-        delivery = publish_and_collect(scenario, system, redis_server, fleet, held, profile)
+        delivery = publish_and_collect(run, fleet, held)
     summary = {
-        **held_summary(scenario, system, fleet, held),
-        "events": scenario.events,
-        "rate": scenario.rate,
+        **held_summary(run, fleet, held),
+        "events": run.scenario.events,
+        "rate": run.scenario.rate,
         "server_pss_mb": round(held.held.pss_kb / 1024, 1),
         **stormed,
-        **delivery_figures(scenario, delivery),
+        **delivery_figures(run.scenario, delivery),
     }
     if delivery.profiled is not None:
         summary["profile"] = delivery.profiled
