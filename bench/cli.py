@@ -1,14 +1,9 @@
 """`python3 -m bench`: run the standard scenarios against every system, print one table.
 
-Starts its own redis-server on a free port, then for each scenario and each
-system: flush Redis, start the system, measure, stop it, append the result to
-`bench/results/<time>.jsonl`. Prints the markdown table on stdout, progress on
-stderr. Every process it starts is stopped when it ends, also on Ctrl-C.
-
-`--before <commit>` adds the gateway of an older commit to the same run
-(systems `gateway-<N>w-before`): it is checked out in a git worktree under
-/tmp and run with this interpreter, so the before/after figures share one
-machine state.
+For each scenario and system on its own redis-server: flush, start, measure,
+stop, append to `bench/results/<time>.jsonl`; the table on stdout, progress on
+stderr; everything started is stopped, also on Ctrl-C. `--before <commit>` runs
+that commit's gateway (a git worktree under /tmp) in the same run.
 """
 
 from __future__ import annotations
@@ -20,13 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import bootstrap
-from bench.scenarios import ALL_SYSTEMS, BEFORE_SYSTEMS, SCENARIOS, WIDE_SYSTEMS
+from bench.scenarios import ALL_SYSTEMS, BEFORE_SYSTEMS, SCENARIOS, WIDE_SYSTEMS, Scenario
+
+if TYPE_CHECKING:  # imported when run: the bench's own packages may be installed only then
+    from bench.fleet import LoadOptions
+    from connectome_sse.localrun.redis_server import RedisServer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -151,7 +150,8 @@ def run_one(
     scen, system_name: str, redis_server, opts, profile, before_tree: Path | None = None
 ) -> dict[str, Any]:
     """Start the system, measure, stop it. A failure becomes a result with an `error`."""
-    from bench.load import measure, measure_ceiling
+    from bench.ceiling import measure_ceiling
+    from bench.load import LoadRun, measure
     from bench.systems import start_system
 
     redis_server.flush()
@@ -159,7 +159,7 @@ def run_one(
     try:
         system = start_system(system_name, redis_server, before_tree=before_tree)
         how = measure_ceiling if scen.ceiling_rates else measure
-        return how(scen, system, redis_server, opts, profile)
+        return how(LoadRun(scen, system, redis_server, opts, profile))
     except Exception as e:  # one failed run must not end the others
         return {"scenario": scen.name, "system": system_name, "error": str(e)}
     finally:
@@ -205,6 +205,87 @@ def repeats_of(scen_name: str, args: argparse.Namespace) -> int:
     return int(args.repeat)
 
 
+@dataclass
+class BenchRun:
+    """One invocation's schedule, options and results; each result appended to `out` as made."""
+
+    args: argparse.Namespace
+    before_tree: Path | None
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    commit: str = field(default_factory=lambda: _git_head())
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return self.args.out or RESULTS_DIR / f"{self.stamp}.jsonl"
+
+    def options(self) -> LoadOptions:
+        from bench.fleet import LoadOptions
+
+        args = self.args
+        return LoadOptions(
+            warmup_s=args.warmup, drain_s=args.drain, streams_per_process=args.streams_per_process
+        )
+
+    def scenario(self, name: str) -> Scenario:
+        """The scenario, with the command line's overrides."""
+        args, scen = self.args, SCENARIOS[name]
+        return replace(
+            scen,
+            clients=args.clients or scen.clients,
+            events=args.events or scen.events,
+            rate=args.rate or scen.rate,
+        )
+
+    def run_schedule(
+        self, schedule: list[tuple[str, list[str], list[str]]], redis_server: RedisServer
+    ) -> None:
+        """Every scenario against each of its systems, `--repeat` rounds, systems rotated."""
+        say, opts = bootstrap.say, self.options()
+        rounds = max(repeats_of(name, self.args) for name, _, _ in schedule) if schedule else 0
+        for rep in range(rounds):
+            for scen_name, systems, skipped in schedule:
+                for why in skipped if rep == 0 else []:
+                    say(f"{scen_name}: skipping {why}")
+                if rep >= repeats_of(scen_name, self.args):
+                    continue
+                scen = self.scenario(scen_name)
+                for system_name in rotated(systems, rep):
+                    say(
+                        f"{scen.name} ({scen.title}): {system_name}, "
+                        f"run {rep + 1}/{repeats_of(scen.name, self.args)}"
+                    )
+                    self.one(scen, system_name, rep, redis_server, opts)
+
+    def one(
+        self,
+        scen: Scenario,
+        system_name: str,
+        rep: int,
+        redis_server: RedisServer,
+        opts: LoadOptions,
+    ) -> None:
+        """One measurement, kept, written and said."""
+        from bench.profile import format_hot_spots, start_profile
+
+        args, say = self.args, bootstrap.say
+        profile = (
+            start_profile(RESULTS_DIR, f"{self.stamp}-{scen.name}", native=args.profile_native)
+            if args.profile and system_name.startswith("gateway")
+            else None
+        )
+        result = run_one(scen, system_name, redis_server, opts, profile, self.before_tree)
+        result.update(repeat=rep + 1, started=self.stamp, commit=self.commit)
+        if system_name.endswith("-before"):
+            result["code_commit"] = args.before
+        self.results.append(result)
+        with self.out.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        say("  " + one_line(result))
+        if "profile" in result:
+            say("  hot spots:\n" + format_hot_spots(result["profile"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.table:
@@ -221,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap.ensure_python_packages(need_py_spy=args.profile)
     nofile = bootstrap.raise_open_files()
 
-    from bench.load import LoadOptions
-    from bench.profile import format_hot_spots, start_profile
     from bench.report import render
     from bench.systems import ServerProcess, bench_redis
 
@@ -230,68 +309,28 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must stop the run (and everything it started) even where SIGINT came in ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or RESULTS_DIR / f"{stamp}.jsonl"
-    opts = LoadOptions(
-        warmup_s=args.warmup, drain_s=args.drain, streams_per_process=args.streams_per_process
-    )
+    run = BenchRun(args, before_tree)
     say = bootstrap.say
-    commit = _git_head()
     say(
-        f"commit {commit}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
-        f"open-file limit {nofile}; results -> {out}"
+        f"commit {run.commit}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
+        f"open-file limit {nofile}; results -> {run.out}"
         + (f"; before: {args.before} in {before_tree}" if before_tree else "")
     )
-    results: list[dict[str, Any]] = []
     t_start = time.monotonic()
     redis_server = bench_redis()
     try:
         redis_server.start()
-        rounds = max(repeats_of(name, args) for name, _, _ in schedule) if schedule else 0
-        for rep in range(rounds):
-            for scen_name, systems, skipped in schedule:
-                for why in skipped if rep == 0 else []:
-                    say(f"{scen_name}: skipping {why}")
-                if rep >= repeats_of(scen_name, args):
-                    continue
-                scen = replace(
-                    SCENARIOS[scen_name],
-                    clients=args.clients or SCENARIOS[scen_name].clients,
-                    events=args.events or SCENARIOS[scen_name].events,
-                    rate=args.rate or SCENARIOS[scen_name].rate,
-                )
-                for system_name in rotated(systems, rep):
-                    say(
-                        f"{scen.name} ({scen.title}): {system_name}, "
-                        f"run {rep + 1}/{repeats_of(scen.name, args)}"
-                    )
-                    profile = (
-                        start_profile(
-                            RESULTS_DIR, f"{stamp}-{scen.name}", native=args.profile_native
-                        )
-                        if args.profile and system_name.startswith("gateway")
-                        else None
-                    )
-                    result = run_one(scen, system_name, redis_server, opts, profile, before_tree)
-                    result.update(repeat=rep + 1, started=stamp, commit=commit)
-                    if system_name.endswith("-before"):
-                        result["code_commit"] = args.before
-                    results.append(result)
-                    with out.open("a") as f:
-                        f.write(json.dumps(result) + "\n")
-                    say("  " + one_line(result))
-                    if "profile" in result:
-                        say("  hot spots:\n" + format_hot_spots(result["profile"]))
+        run.run_schedule(schedule, redis_server)
     except KeyboardInterrupt:
         say("interrupted; stopping everything")
         return 130
     finally:
         ServerProcess.stop_all()
         redis_server.stop()
-    say(f"done in {time.monotonic() - t_start:.0f} s; results in {out}")
+    say(f"done in {time.monotonic() - t_start:.0f} s; results in {run.out}")
     print(
         f"`python3 -m bench {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"at commit {commit}, {stamp}\n"
+        f"at commit {run.commit}, {run.stamp}\n"
     )
-    print(render(results))
+    print(render(run.results))
     return 0

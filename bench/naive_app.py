@@ -1,9 +1,7 @@
 """BASELINE ONLY, NOT PART OF THE PRODUCT: the naive design the gateway exists to beat.
 
-The Flask-SSE pattern on Starlette + sse-starlette: every SSE client opens its
-own Redis pub/sub connection, so Redis connections, memory and parsing work all
-grow with the number of clients. The benchmark runs it beside the gateway as a
-reference; nothing in `sse_gateway` imports it.
+Every SSE client opens its own Redis pub/sub connection (the Flask-SSE pattern on
+Starlette + sse-starlette); nothing in `sse_gateway` imports it.
 
     REDIS_URL=redis://127.0.0.1:6379/0 uvicorn bench.naive_app:app --port 8000
 """

@@ -1,11 +1,7 @@
 """Sampling the gateway's workers with py-spy while a scenario publishes (`--profile`).
 
-py-spy runs `--nonblocking` (the target is not paused, so the profile costs it
-little) and writes collapsed stacks (`--format raw`) to `bench/results/`;
-`hot_spots` turns them into the functions that hold the CPU: self time (the
-function itself is on top of the stack) and inclusive time (anywhere on it).
-A flame graph of the same file: `py-spy record --format flamegraph ...`, or
-feed the raw file to any collapsed-stack viewer (speedscope, inferno).
+py-spy runs `--nonblocking` and writes collapsed stacks to `bench/results/`;
+`hot_spots` turns them into self and inclusive time per function.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Results -> markdown tables: every figure, ratios to Nchan, the ceiling (g), before/after.
 
-With several repeats of a (scenario, system) pair a cell is the median of the
-repeats, except `lost` and `dups` (the worst repeat) and `connected` (the
-fewest). In a scenario the reference is the Nchan system that ran it (`nchan`,
-or `nchan-4w` in f); "before" rows are the gateway of the `--before` commit.
-Scenario g's main-table figures are those of its fastest step that kept up.
+Repeats of a (scenario, system) pair: the median, except `lost` and `dups` (the
+worst) and `connected` (the fewest). The reference is the scenario's Nchan system.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
-"""The standard scenarios (issues 6 and 15) and the systems each one runs.
+"""The standard scenarios and the systems each one runs.
 
-A system is left out of a scenario only where it cannot take part on this
-machine: the per-process open-file limit is 20,000, so one process cannot hold
-20,000 streams (d), and the naive app needs a Redis connection per client
-(c: 10,000 streams + 10,000 Redis sockets).
-
-f holds 50,000 streams. The hard open-file limit of 20,000 per process binds
-every server process here (it cannot be raised without CAP_SYS_RESOURCE, which
-the benchmark's machine does not grant), and the kernel does not split
-connections evenly between processes sharing a listening socket: so f runs
-the gateway and Nchan with 4 worker processes each (12,500 streams a worker
-on average), not 2 (25,000 a worker: over the limit) or 3 (16,700: within
-3,300 of it).
-
-g is the ceiling: 2,000 streams, the publish rate raised step by step
-(`ceiling_rates`, `step_s` seconds each) until a step's fan-out p99 passes
-`ceiling_p99_ms` or a delivery is lost (`bench.load.measure_ceiling`).
-
-e also runs `gateway-2w-auth`: the same gateway with `SSE_AUTH_SECRET` set,
-every stream presenting a bearer token, for the cost of authentication where
-it is paid, on connect.
+A system sits out a scenario only where this machine cannot run it: one process
+holds at most 20,000 open files, so d (20,000 streams) and the naive app's c
+(a Redis socket per client) are left out; f (50,000) runs 4 workers a server, as
+the kernel does not split connections evenly between them. g raises the rate step
+by step (`bench.ceiling`); e also runs `gateway-2w-auth` (a bearer token a stream).
 """
 
 from __future__ import annotations

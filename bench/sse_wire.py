@@ -1,25 +1,9 @@
 """Strict parsing of what an SSE server sends: HTTP/1.1 response head, chunked body, event stream.
 
-Pure code, no I/O. The load client feeds it the bytes of each socket read.
-
-- `parse_response_head` reads a status line and headers and refuses anything
-  malformed (a benchmark must not count a broken response as a connection).
-- `ChunkedDecoder` undoes `Transfer-Encoding: chunked` incrementally; a bad
-  chunk size or a missing CRLF after chunk data raises `WireError`.
-- `SSEParser` follows the WHATWG event-stream rules exactly: lines end at CRLF,
-  LF or CR (also when a CRLF is split across reads), one leading BOM is
-  dropped, `:` starts a comment, one space after the colon is stripped, several
-  `data:` lines join with LF, a blank line dispatches, an event with no data is
-  not dispatched, the last event id persists across events. What the spec says
-  to ignore (unknown fields, a non-numeric `retry`, an `id` containing NUL,
-  invalid UTF-8) is ignored as the spec says AND counted in `errors`, so a
-  server that emits it shows up in the results.
-- `SSEStream` chains the two and memoises whole reads: every client of a
-  fan-out server receives the same bytes for the same event, so a read that
-  starts and ends on an event boundary is parsed once per process, not once
-  per client. The cache key includes the parser's last event id, and the cached
-  value the state changes the read causes, so a hit is indistinguishable from
-  a parse.
+Pure code, no I/O; the load client feeds it each socket read. Anything malformed
+raises `WireError`; what the WHATWG rules say to ignore is ignored and counted in
+`SSEParser.errors`. `SSEStream` memoises whole reads per process (a fan-out
+server sends every client the same bytes), a hit indistinguishable from a parse.
 """
 
 from __future__ import annotations
@@ -175,16 +159,21 @@ class SSEParser:
     def _error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
 
+    def _start(self, data: bytes) -> bytes:
+        """The stream's first bytes without one leading BOM (which may come split over reads)."""
+        data = self._pending + data
+        if len(data) < len(BOM) and BOM.startswith(data):
+            self._pending = data
+            return b""
+        self._pending = b""
+        self._started = True
+        return data[len(BOM) :] if data.startswith(BOM) else data
+
     def feed(self, data: bytes) -> list[SSEEvent]:
         if not self._started:
-            data = self._pending + data
-            if len(data) < len(BOM) and BOM.startswith(data):
-                self._pending = data
+            data = self._start(data)
+            if not self._started:
                 return []
-            if data.startswith(BOM):
-                data = data[len(BOM) :]
-            self._pending = b""
-            self._started = True
         if self._skip_lf and data:
             self._skip_lf = False
             if data[:1] == b"\n":

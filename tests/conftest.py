@@ -10,7 +10,7 @@ import pytest
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.redis_server import RedisServer
-from tests.support import compose
+from tests.support import docker_engine
 
 StartGateway = Callable[..., GatewayProcess]
 COMPOSE_DEPLOYMENTS = {
@@ -23,13 +23,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     base image, three image builds: minutes on a new machine, mostly downloads) is made
     in the background from now on, while every other test runs. (Under pytest-xdist
     every worker collects, so every worker starts it; they take turns, see
-    ``compose.prepare``.)"""
+    ``docker_engine.prepare``.)"""
     deployment = [item for item in items if item.path in COMPOSE_DEPLOYMENTS]
     if not deployment:
         return
     items[:] = [item for item in items if item.path not in COMPOSE_DEPLOYMENTS] + deployment
     if not config.option.collectonly:
-        compose.prepare_in_background()
+        docker_engine.prepare_in_background()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.topology import Topology
+from tests.support.topologies import running
 
 # Short enough that a reconnect (retry) and a stale stream (ping) show within a test.
 NGINX_TOPOLOGY_GATEWAY_ENV = {
@@ -31,10 +32,5 @@ def nginx_topology(tmp_path: Path, redis_server: RedisServer) -> Iterator[Topolo
         gateway_env=NGINX_TOPOLOGY_GATEWAY_ENV,
         publisher_env=NGINX_TOPOLOGY_PUBLISHER_ENV,
     )
-    try:
-        topology.start()
+    with running(topology):
         yield topology
-    finally:
-        # Shown by pytest with a failing test's report (captured teardown output).
-        print(topology.logs())
-        topology.stop()

@@ -9,30 +9,39 @@ and the tests listen on it for the event types they publish.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
 import statistics
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser
 
-from connectome_core.publishing import publish_event
 from connectome_sse.localrun.gateway import GatewayProcess as Gateway
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.topology import Topology
 from connectome_sse.localrun.wait import wait_for
+from tests.support.browser_pages import (
+    OPEN_STREAM,
+    RECORD_DASHBOARD,
+    Tabs,
+    has,
+    is_live,
+    new_holder,
+    page_log,
+    received,
+    role,
+    state,
+    states_since,
+    wait_live,
+)
 from tests.support.chromium import chromium
 from tests.support.nginx_variants import BUFFERING_AND_GZIP, NginxVariant
+from tests.support.page_feed import Feed, payloads, publish
+from tests.support.topologies import running
 
 pytestmark = pytest.mark.e2e
 
@@ -43,29 +52,6 @@ GATEWAY_ENV = {
     # No publisher runs here: a silent publisher is not what these tests are about.
     "SSE_HEALTH_STALE_AFTER": "3600",
 }
-
-# Installed in a page on its stream (window.connectomeStream): what it saw, and when.
-RECORDER = """
-function record(s, types) {
-  const log = { states: [], errors: [], events: [], heldAt: null };
-  window.log = log;
-  s.on("state", (state, info) => log.states.push([state, info.reason, Date.now()]));
-  s.on("error", (e) => log.errors.push({ ...e, at: Date.now() }));
-  for (const type of types) s.on(type, (e) => log.events.push([e.type, e.data, e.id]));
-  const look = () => { if (s.role === "holder" && log.heldAt === null) log.heldAt = Date.now(); };
-  look();
-  setInterval(look, 5);
-}
-"""
-RECORD_DASHBOARD = f"(types) => {{ {RECORDER}; record(window.connectomeStream, types); }}"
-# A page of the gateway's origin that opens a stream of its own with these options.
-OPEN_STREAM = f"""async ([options, types]) => {{
-  {RECORDER}
-  const {{ ConnectomeStream }} = await import("/client.js");
-  window.connectomeStream = new ConnectomeStream("/api/sse", options);
-  record(window.connectomeStream, types);
-}}"""
-
 
 # -- the module's topology and browser -------------------------------------------------
 
@@ -83,33 +69,14 @@ def topology(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> It
     topology = Topology(
         workdir, redis, gateways=3, publishers=0, engine=False, gateway_env=GATEWAY_ENV
     )
-    try:
-        topology.start()
+    with running(topology):
         yield topology
-    finally:
-        print(topology.logs())
-        topology.stop()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser
-
-
-class Tabs:
-    """Pages of one browser context (one "browser" as far as locks and channels go)."""
-
-    def __init__(self, context: BrowserContext, url: str) -> None:
-        self.context = context
-        self.url = url
-        self.errors: list[str] = []
-
-    def open(self, path: str = "/") -> Page:
-        page = self.context.new_page()
-        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
-        page.goto(self.url + path)
-        return page
 
 
 @pytest.fixture
@@ -141,100 +108,6 @@ def ready(gateway: Gateway) -> bool:
 def open_streams(topology: Topology) -> int:
     """``sse_open_streams`` summed over the gateways that are up."""
     return sum(topology.open_streams(g) for g in topology.gateways if g.alive())
-
-
-# -- what the pages saw ------------------------------------------------------------------
-
-
-def state(page: Page) -> str:
-    return str(page.evaluate("window.connectomeStream && window.connectomeStream.state"))
-
-
-def is_live(page: Page) -> bool:
-    return state(page) == "live"
-
-
-def role(page: Page) -> str:
-    return str(page.evaluate("window.connectomeStream.role"))
-
-
-def page_log(page: Page) -> dict[str, Any]:
-    log = page.evaluate("window.log")
-    assert isinstance(log, dict)
-    return log
-
-
-def received(page: Page, event: str) -> list[str]:
-    return [data for type_, data, _ in page_log(page)["events"] if type_ == event]
-
-
-def has(page: Page, event: str, data: str) -> bool:
-    return data in received(page, event)
-
-
-def new_holder(pages: list[Page]) -> Page | None:
-    """The tab among ``pages`` that took the stream (none of them held it before)."""
-    return next((page for page in pages if page_log(page)["heldAt"] is not None), None)
-
-
-def states_since(page: Page, since_ms: float) -> list[str]:
-    return [s for s, _, at in page_log(page)["states"] if at >= since_ms]
-
-
-def wait_live(*pages: Page) -> None:
-    for page in pages:
-        wait_for(partial(is_live, page), 20, what="the page's stream live")
-
-
-# -- publishing --------------------------------------------------------------------------
-
-
-class Feed(threading.Thread):
-    """Publishes ``payloads`` as ``event`` through the project's path, one every ``interval`` s."""
-
-    def __init__(self, redis_url: str, event: str, payloads: list[str], interval: float) -> None:
-        super().__init__(daemon=True)
-        self.redis_url, self.event, self.payloads, self.interval = (
-            redis_url, event, payloads, interval,
-        )  # fmt: skip
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._publish())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _publish(self) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
-        try:
-            for data in self.payloads:
-                await publish_event(client, self.event, data)
-                self.sent += 1
-                await asyncio.sleep(self.interval)
-        finally:
-            await client.aclose()
-
-    def wait_sent(self, count: int) -> None:
-        wait_for(lambda: self.sent >= count, 20, what=f"{count} events published")
-
-    def finish(self) -> None:
-        self.join(60)
-        assert self.error is None, f"publishing failed: {self.error!r}"
-        assert self.sent == len(self.payloads)
-
-
-def payloads(event: str, count: int) -> list[str]:
-    """``count`` distinct payloads (distinct ids), marked with this run."""
-    run = uuid.uuid4().hex[:8]
-    return [json.dumps({"event": event, "n": n, "run": run}) for n in range(count)]
-
-
-def publish(redis_url: str, event: str, datas: list[str], interval: float = 0.0) -> None:
-    feed = Feed(redis_url, event, datas, interval)
-    feed.start()
-    feed.finish()
 
 
 # -- the tests ---------------------------------------------------------------------------

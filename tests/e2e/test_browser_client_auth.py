@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page
 from connectome_sse.localrun.gateway import GatewayProcess
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
-from tests.e2e.test_browser_client import RECORDER, page_log, state
+from tests.support.browser_pages import RECORDER, page_log, state
 from tests.support.chromium import chromium
 from tests.support.nginx import NginxServer
 from tests.support.raw_stream import RawStream

@@ -1,4 +1,4 @@
-"""Ten EventSource streams on one page: all live over HTTP/2 with TLS, six over HTTP/1.1 (issue 13).
+"""Ten EventSource streams on one page: all live over HTTP/2 with TLS, six over HTTP/1.1.
 
 Browsers hold at most six HTTP/1.1 connections per host and port, so a seventh
 EventSource to an origin waits for one of them to close; over HTTP/2 an

@@ -1,4 +1,4 @@
-"""Chromium's own EventSource resumes through the project's nginx when its gateway dies (issue 11).
+"""Chromium's own EventSource resumes through the project's nginx when its gateway dies.
 
 Two real gateways behind the real nginx configuration, a page of our own
 served at nginx's origin (playwright answers that one URL; the stream itself

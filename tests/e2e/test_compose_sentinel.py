@@ -1,11 +1,11 @@
 """`docker-compose.sentinel.yml` for real: the compose stack on a master, a replica and
-three sentinels, and a failover under open streams (issue 10).
+three sentinels, and a failover under open streams.
 
 The same engine, images and helpers as tests/e2e/test_compose.py (this module also
 runs at the end of the session, see tests/conftest.py). Through nginx only: a
 stream gets demo health; ``docker kill`` of the master; the sentinels promote the
 replica; the same stream, never reopened, gets fresh health from the new master
-within 5 s of the switch (the SPEC's bound).
+within 5 s of the switch.
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ from connectome_core.payload import parse_health_payload
 from connectome_sse.localrun.browser import HEALTH_EVENT
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.wait import async_wait_for
-from tests.support.compose import (
-    COMPOSE_FILE,
-    SENTINEL_COMPOSE_FILE,
-    ComposeProject,
-    prepared,
-)
+from tests.support.compose import SENTINEL_COMPOSE_FILE, ComposeProject
+from tests.support.docker_engine import COMPOSE_FILE, prepared
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 MASTER_NAME = "connectome"  # docker-compose.sentinel.yml's `sentinel monitor` name
-SWITCH_SLACK_S = 5.0  # SPEC: health again within 5 s of the sentinels' switch
+SWITCH_SLACK_S = 5.0  # health again within 5 s of the sentinels' switch
 WAIT_S = 90.0  # deadlines for waiting only, never a pass/fail criterion
 
 

@@ -129,7 +129,7 @@ def test_an_old_health_event_turns_the_age_red(
 def test_partial_payload_from_redis_cli_is_shown(
     page: tuple[Page, list[str]], redis_server: RedisServer
 ) -> None:
-    """SPEC: `redis-cli publish sse:connectome_health '{"status":{"state":"WARN"}}'` must show."""
+    """A bare `redis-cli publish sse:connectome_health '{"status":{"state":"WARN"}}'` must show."""
     tab, _ = page
     expect(tab.locator("#conn")).to_have_text("live", timeout=SECONDS)
     with redis_server.client() as client:

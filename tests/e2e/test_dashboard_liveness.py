@@ -1,4 +1,4 @@
-"""The dashboard tells a silent publisher apart from a lost Redis and a lost stream (issue 11).
+"""The dashboard tells a silent publisher apart from a lost Redis and a lost stream.
 
 Real Chromium, a real gateway and Redis, no publisher: the page shows
 "publisher silent for N s" while its stream stays live and Redis up, and a

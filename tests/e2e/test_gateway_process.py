@@ -16,8 +16,8 @@ from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.sse_clients import open_streams
 from connectome_sse.localrun.wait import until, wait_for
-from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
+from tests.support.gateway_workers import two_workers
 from tests.support.up_process import alive, cmdline, descendants
 
 
@@ -157,12 +157,7 @@ async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
     redis_server: RedisServer, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     """kill -9 of the parent runs none of uvicorn's code: the kernel's parent-death signal does."""
-    # A killed supervisor cannot remove the metrics directory it made; give it the test's own.
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    gateway = start_gateway(
-        redis_server.url, args=("--workers", "2"), env={MULTIPROC_ENV: str(metrics_dir)}
-    ).wait_ready()
+    gateway = two_workers(start_gateway, redis_server.url, tmp_path)
     tree = descendants(gateway.pid)  # the two workers and multiprocessing's resource tracker
     assert len([pid for pid in tree if "spawn_main" in cmdline(pid)]) == 2, tree
     # Ready means one worker serves; both must be running before the supervisor dies.

@@ -11,20 +11,14 @@ from connectome_sse.localrun.gateway import gateway_subscriptions
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.sse_clients import open_streams
 from connectome_sse.localrun.wait import until
-from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
+from tests.support.gateway_workers import two_workers
 
 
 async def test_regression_a_killed_workers_gauges_leave_the_sum(
     redis_server: RedisServer, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    gateway = start_gateway(
-        redis_server.url,
-        args=("--workers", "2"),
-        env={"SSE_LOG_LEVEL": "debug", MULTIPROC_ENV: str(metrics_dir)},
-    ).wait_ready()
+    gateway = two_workers(start_gateway, redis_server.url, tmp_path, {"SSE_LOG_LEVEL": "debug"})
     redis = redis_server.client()
     await until(lambda: len(gateway_subscriptions(redis)) == 2, what="both workers subscribed")
     async with open_streams(gateway.url + "/api/sse?events=w", 40) as clients:

@@ -11,8 +11,8 @@ from prometheus_client import generate_latest
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from health_publisher.metrics import PublisherMetrics
-from sse_gateway.metrics import MULTIPROC_ENV
 from tests.conftest import StartGateway
+from tests.support.gateway_workers import two_workers
 
 
 def metric_names(text: str) -> set[str]:
@@ -42,11 +42,7 @@ def test_one_worker_has_process_metrics_no_created_series_and_says_how_workers_c
 def test_several_workers_give_the_same_series_and_process_metrics_per_worker(
     redis_server: RedisServer, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    gateway = start_gateway(
-        redis_server.url, args=("--workers", "2"), env={MULTIPROC_ENV: str(metrics_dir)}
-    ).wait_ready()
+    gateway = two_workers(start_gateway, redis_server.url, tmp_path)
 
     def worker_pids() -> set[str]:
         text = httpx.get(gateway.url + "/metrics", timeout=5).text

@@ -1,23 +1,11 @@
-"""A Sentinel failover under real load (issue 10): nobody notices but the figures.
+"""A Sentinel failover under real load: nobody notices but the figures.
 
-One master, one replica and three sentinels (``connectome_sse.localrun.redis_sentinel``),
-two ``health-publisher`` and two ``sse-gateway`` processes on the
-``redis+sentinel://`` URL, 100 streaming clients (50 per gateway). Then
-``kill -9`` of the master:
-
-- every client stays connected and gets a ``connectome_health`` event from the
-  new master within down-after-milliseconds + failover timeout + 5 s;
-- a ``connectome-sse publish`` after the failover reaches every client exactly once;
-- one publisher leads;
-- the old master comes back as a replica and the clients notice nothing (no stream
-  ends, no event is repeated).
-
-Printed (``pytest -s``): kill to first ``connectome_health`` after the kill, per
-client, p50 and max; and for a ``seq`` stream published at 20/s through the
-failover by a Sentinel client, the events whose PUBLISH succeeded but that a
-client never got (lost) or got twice (duplicated). Pub/sub keeps nothing for a
-subscriber that is not there yet, so "lost" is the window between the new master
-taking writes and both gateways subscribing to it.
+A master, a replica and three sentinels; two publishers and two gateways on the
+``redis+sentinel://`` URL; 100 streams. After ``kill -9`` of the master every
+stream stays open and has health from the new master within the bound, a publish
+after it reaches every stream once, one publisher leads, and the old master comes
+back as a replica unnoticed. Printed (``-s``): kill to first health per stream,
+and the numbered events (20/s through the failover) lost or duplicated per stream.
 """
 
 from __future__ import annotations
@@ -27,6 +15,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,16 +25,17 @@ from connectome_core.redis_connect import async_client
 from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.gateway import GatewayProcess, gateway_subscriptions
 from connectome_sse.localrun.metrics import publisher_leaders
-from connectome_sse.localrun.ports import free_port
-from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.processes import console_script
 from connectome_sse.localrun.redis_sentinel import (
     DOWN_AFTER_MS,
     FAILOVER_TIMEOUT_MS,
     SentinelCluster,
 )
+from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.seq_publisher import ChannelOnly, SeqPublisher
 from connectome_sse.localrun.sse_clients import StreamRecorder, open_each
 from connectome_sse.localrun.wait import until
+from tests.support.publisher import publishers_with_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -57,26 +47,111 @@ SEQ_RATE = 20.0  # seq events per second through the failover
 IN_FLIGHT_S = 0.05
 
 
+@dataclass
+class Failover:
+    """When the master was killed, the master that died and the one that took over."""
+
+    killed_at: float
+    old: RedisServer
+    new: RedisServer
+
+    def first_health_after(self, stream: StreamRecorder) -> float | None:
+        after = self.killed_at + IN_FLIGHT_S
+        return next((at for at in stream.arrivals("connectome_health") if at > after), None)
+
+
+async def kill_the_master(cluster: SentinelCluster, streams: list[StreamRecorder]) -> Failover:
+    """``kill -9`` of the master; health from the new master on every stream, both gateways
+    subscribed there."""
+    killed_at = time.monotonic()
+    old = await asyncio.to_thread(cluster.kill_master)
+    failover = Failover(killed_at, old, await asyncio.to_thread(cluster.wait_failover))
+    await until(
+        lambda: all(failover.first_health_after(s) is not None for s in streams),
+        timeout=max(1.0, killed_at + DEADLINE_S - time.monotonic()),
+        what=f"connectome_health from the new master within {DEADLINE_S:.0f}s",
+    )
+    with failover.new.client() as node:
+        await until(
+            lambda: len(gateway_subscriptions(node)) == 2,
+            what="both gateways subscribed on the new master",
+        )
+    return failover
+
+
+async def publish_everywhere(url: str, event: str, streams: list[StreamRecorder]) -> str:
+    """``connectome-sse publish`` of a fresh marker as ``event``, seen by every stream."""
+    marker = uuid.uuid4().hex
+    done = await asyncio.to_thread(
+        subprocess.run,
+        console_script("connectome-sse", "publish", event, marker),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": url},
+    )
+    assert done.returncode == 0, done.stderr
+    await until(lambda: all(s.of(event) for s in streams), what=f"the {event} on every stream")
+    return marker
+
+
+async def bring_the_old_master_back(
+    cluster: SentinelCluster, failover: Failover, seq: SeqPublisher
+) -> None:
+    """The old master returns as a replica while numbered events flow; nobody subscribes there."""
+    await asyncio.to_thread(cluster.restart_old_master)
+    more = len(seq.accepted) + 20
+    await until(lambda: len(seq.accepted) >= more, what="seq events after it")
+    with failover.old.client() as node:
+        assert gateway_subscriptions(node) == []
+
+
+def lost_and_duplicated(
+    streams: list[StreamRecorder], accepted: set[int]
+) -> tuple[list[int], list[int]]:
+    """Per stream: accepted numbered events it never got, and events it got twice."""
+    lost: list[int] = []
+    duplicated: list[int] = []
+    for stream in streams:
+        got = [int(data) for data in stream.of("seq") if data.isdigit()]
+        lost.append(len(accepted - set(got)))
+        duplicated.append(len(got) - len(set(got)))
+    return lost, duplicated
+
+
+def assert_figures_within_bounds(
+    streams: list[StreamRecorder], failover: Failover, seq: SeqPublisher
+) -> None:
+    """Health back within the bound on every stream, no event twice; the figures printed."""
+    delays = []
+    for stream in streams:
+        at = failover.first_health_after(stream)
+        assert at is not None
+        delays.append(at - failover.killed_at)
+    delays.sort()
+    accepted = set(seq.accepted)
+    lost, duplicated = lost_and_duplicated(streams, accepted)
+    print(
+        f"\nfailover (kill -9 of the master, {CLIENTS} streams, 2 gateways, "
+        f"down-after {DOWN_AFTER_MS} ms): kill -> first connectome_health after it, "
+        f"per client: p50 {statistics.median(delays):.2f}s, max {delays[-1]:.2f}s; "
+        f"seq at {SEQ_RATE:.0f}/s: {len(accepted)} accepted, {seq.failed} refused "
+        f"while no master; lost per client: max {max(lost)}, mean "
+        f"{statistics.mean(lost):.1f}; duplicated: {sum(duplicated)}"
+    )
+    assert delays[-1] <= DEADLINE_S
+    assert sum(duplicated) == 0
+
+
 async def test_kill_9_of_the_master_under_100_streams(
     cluster: SentinelCluster, tmp_path: Path
 ) -> None:
     url = cluster.url
     # The seq events' own client: through the sentinels, short timeouts while no master answers.
     seq_client = async_client(parse_redis_url(url), socket_timeout=0.5, socket_connect_timeout=0.5)
-    metrics_ports = [free_port(), free_port()]
-    publishers = [
-        ManagedProcess(
-            console_script("health-publisher"),
-            tmp_path / f"publisher-{i}.log",
-            env={
-                "REDIS_URL": url,
-                "HEALTH_INTERVAL": "0.5",
-                "PUBLISHER_LEASE_MS": "2000",
-                "PUBLISHER_METRICS_PORT": str(port),
-            },
-        ).start()
-        for i, port in enumerate(metrics_ports)
-    ]
+    publishers, metrics_ports = publishers_with_metrics(
+        url, tmp_path, {"HEALTH_INTERVAL": "0.5", "PUBLISHER_LEASE_MS": "2000"}
+    )
     gateways = [
         GatewayProcess(url, tmp_path / f"gateway-{i}.log", env={"SSE_PING_INTERVAL": "1"})
         for i in range(2)
@@ -99,79 +174,20 @@ async def test_kill_9_of_the_master_under_100_streams(
             seq = SeqPublisher(ChannelOnly(seq_client), "seq", str, refused=(RedisError, OSError))
             async with seq.running(1 / SEQ_RATE):
                 await until(lambda: len(seq.accepted) >= 10, what="seq events flowing")
-
-                killed_at = time.monotonic()
-                old = await asyncio.to_thread(cluster.kill_master)
-                new = await asyncio.to_thread(cluster.wait_failover)
-                after = killed_at + IN_FLIGHT_S
-
-                def first_health_after(stream: StreamRecorder) -> float | None:
-                    return next(
-                        (at for at in stream.arrivals("connectome_health") if at > after), None
-                    )
-
-                await until(
-                    lambda: all(first_health_after(s) is not None for s in streams),
-                    timeout=max(1.0, killed_at + DEADLINE_S - time.monotonic()),
-                    what=f"connectome_health from the new master within {DEADLINE_S:.0f}s",
-                )
-                with new.client() as node:
-                    await until(
-                        lambda: len(gateway_subscriptions(node)) == 2,
-                        what="both gateways subscribed on the new master",
-                    )
-
-                # A publish after the failover: every client, exactly once.
-                marker = uuid.uuid4().hex
-                done = await asyncio.to_thread(
-                    subprocess.run,
-                    console_script("connectome-sse", "publish", "failover_check", marker),
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    env={"PATH": "/usr/bin:/bin", "REDIS_URL": url},
-                )
-                assert done.returncode == 0, done.stderr
-                await until(
-                    lambda: all(s.of("failover_check") for s in streams),
-                    what="the post-failover publish on every stream",
-                )
-
-                # The old master comes back, as a replica; nobody notices.
-                await asyncio.to_thread(cluster.restart_old_master)
-                more = len(seq.accepted) + 20
-                await until(lambda: len(seq.accepted) >= more, what="seq events after it")
-                with old.client() as node:
-                    assert gateway_subscriptions(node) == []
+                failover = await kill_the_master(cluster, streams)
+                marker = await publish_everywhere(url, "failover_check", streams)
+                await bring_the_old_master_back(cluster, failover, seq)
             await until(lambda: publisher_leaders(metrics_ports) == 1, what="exactly one leader")
             # Let the last seq events reach everyone: a marker published after them.
             tail = uuid.uuid4().hex
-            with new.client() as node:
+            with failover.new.client() as node:
                 node.publish("sse:tail", tail)
             await until(lambda: all(s.of("tail") for s in streams), what="the tail marker")
 
             assert not [s for s in streams if s.ended], "a stream ended during the failover"
             for stream in streams:
                 assert stream.of("failover_check") == [marker]
-
-            delays = sorted(first_health_after(s) - killed_at for s in streams)  # type: ignore[operator]
-            accepted = set(seq.accepted)
-            lost: list[int] = []
-            duplicated: list[int] = []
-            for stream in streams:
-                got = [int(data) for data in stream.of("seq") if data.isdigit()]
-                lost.append(len(accepted - set(got)))
-                duplicated.append(len(got) - len(set(got)))
-            print(
-                f"\nfailover (kill -9 of the master, {CLIENTS} streams, 2 gateways, "
-                f"down-after {DOWN_AFTER_MS} ms): kill -> first connectome_health after it, "
-                f"per client: p50 {statistics.median(delays):.2f}s, max {delays[-1]:.2f}s; "
-                f"seq at {SEQ_RATE:.0f}/s: {len(accepted)} accepted, {seq.failed} refused "
-                f"while no master; lost per client: max {max(lost)}, mean "
-                f"{statistics.mean(lost):.1f}; duplicated: {sum(duplicated)}"
-            )
-            assert delays[-1] <= DEADLINE_S
-            assert sum(duplicated) == 0
+            assert_figures_within_bounds(streams, failover, seq)
         assert all(g.alive() for g in gateways)
         assert all(p.alive() for p in publishers)
     finally:

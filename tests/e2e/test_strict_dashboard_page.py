@@ -1,13 +1,13 @@
-"""A page that behaves like the seed's dashboard stays alive through everything upstream (issue 11).
+"""A page that behaves like the seed's dashboard stays alive through everything upstream.
 
 The dashboard the service was specified for opens ``new EventSource("/api/sse")``,
 listens only for ``connectome_health`` and on the first ``error`` calls
 ``close()`` and never reconnects. Our page does the same, served at the
 project's nginx's origin (playwright answers that one URL; the stream goes
-through nginx to two real gateways for real). Two real publishers feed it.
-SPEC "When a stream ends": a Redis restart, a publisher failover, a burst of
-500 large health events and a minute of quiet with only pings must not end
-its stream; the page must keep rendering the newest health, without one error.
+through nginx to two real gateways for real). Two real publishers feed it. A
+Redis restart, a publisher failover, a burst of 500 large health events and a
+minute of quiet with only pings must not end its stream; the page must keep
+rendering the newest health, without one error.
 """
 
 from __future__ import annotations

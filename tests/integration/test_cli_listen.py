@@ -19,6 +19,7 @@ from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
+from tests.support.listen import listen, stopped_at_exit
 
 RED_ERROR = "\x1b[1m\x1b[31mERROR"
 
@@ -38,18 +39,8 @@ def gateway(tmp_path: Path, redis_server: RedisServer) -> Iterator[GatewayProces
 
 @pytest.fixture
 def listeners() -> Iterator[list[ManagedProcess]]:
-    started: list[ManagedProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
-def listen(tmp_path: Path, started: list[ManagedProcess], *args: str) -> ManagedProcess:
-    name = f"listen-{len(started)}.log"
-    proc = ManagedProcess(console_script("connectome-sse", "listen", *args), tmp_path / name)
-    started.append(proc.start())
-    wait_for(lambda: "connected to" in proc.log(), timeout=30, what=f"listen to connect\n{name}")
-    return proc
+    with stopped_at_exit() as started:
+        yield started
 
 
 def publish(redis_url: str, event: str, data: str) -> None:

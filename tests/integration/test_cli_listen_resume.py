@@ -7,28 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from connectome_sse.localrun.processes import ManagedProcess, console_script
+from connectome_sse.localrun.processes import ManagedProcess
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from sse_gateway.history import event_id
 from tests.conftest import StartGateway
+from tests.support.listen import listen as listen_to
+from tests.support.listen import stopped_at_exit
 
 
 @pytest.fixture
 def listeners() -> Iterator[list[ManagedProcess]]:
-    started: list[ManagedProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
+    with stopped_at_exit() as started:
+        yield started
 
 
 def listen(tmp_path: Path, started: list[ManagedProcess], *args: str) -> ManagedProcess:
-    name = f"listen-{len(started)}.log"
-    command = console_script("connectome-sse", "listen", "--color", "never", *args)
-    proc = ManagedProcess(command, tmp_path / name)
-    started.append(proc.start())
-    wait_for(lambda: "connected to" in proc.log(), timeout=30, what=f"listen to connect\n{name}")
-    return proc
+    return listen_to(tmp_path, started, "--color", "never", *args)
 
 
 def test_listen_shows_ids_resumes_after_a_given_id_and_shows_resync(

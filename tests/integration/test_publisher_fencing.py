@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from connectome_core.contract import LEADER_KEY, SIGNALS_STREAM
-from connectome_core.settings import load_settings
 from connectome_sse.localrun.redis_server import RedisServer
 from health_publisher.service import HealthPublisher
-from health_publisher.settings import PublisherSettings
 from tests.support.publisher import counters, group_info, snapshot, xadd
+from tests.support.stepped_publishers import step_until, stepped_publishers
 
 pytestmark = pytest.mark.integration
 
@@ -33,27 +32,8 @@ ENV = {"HEALTH_INTERVAL": "0.05", "HEALTH_MAX_RATE": "100", "PUBLISHER_LEASE_MS"
 async def make_publisher(
     redis_server: RedisServer,
 ) -> AsyncIterator[Callable[[str], HealthPublisher]]:
-    made: list[HealthPublisher] = []
-
-    def make(name: str) -> HealthPublisher:
-        settings = load_settings(
-            PublisherSettings, {"REDIS_URL": redis_server.url, "PUBLISHER_CONSUMER": name, **ENV}
-        )
-        publisher = HealthPublisher(settings)
-        made.append(publisher)
-        return publisher
-
-    yield make
-    for publisher in made:
-        await publisher.close()
-
-
-async def step_until(publisher: HealthPublisher, done: Callable[[], bool], steps: int = 50) -> None:
-    for _ in range(steps):
-        await publisher.run_once()
-        if done():
-            return
-    raise AssertionError("condition not reached within the steps")
+    async with stepped_publishers(redis_server.url, ENV) as make:
+        yield make
 
 
 async def test_a_deposed_leader_cannot_swallow_a_violation_the_new_leader_must_see(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
 from tests.support.publisher import (
     ChannelRecorder,
+    ViolationFeed,
     counters,
     group_info,
     publisher_process,
@@ -76,33 +76,12 @@ def test_two_publishers_publish_at_the_rate_of_one_and_fail_over_after_kill_9(
     interval, lease_ms = 1.0, 3000
     env = {"HEALTH_INTERVAL": str(interval), "PUBLISHER_LEASE_MS": str(lease_ms)}
     sync = redis_server.client()
-    procs = {
-        name: publisher_process(
-            redis_server, tmp_path / f"{name}.log", {**env, "PUBLISHER_CONSUMER": name}
-        )
-        for name in ("pub-a", "pub-b")
-    }
-    writer_stop = threading.Event()
-    written: list[int] = []
-
-    def write_violations() -> None:
-        # Signals keep coming across the failover; none may be lost or counted twice.
-        client = redis_server.client()
-        while not writer_stop.is_set():
-            xadd(client, "counter", name="dmz_violation_attempts")
-            written.append(1)
-            writer_stop.wait(0.05)
-
-    writer = threading.Thread(target=write_violations, daemon=True)
+    procs = two_publishers(redis_server, tmp_path, env)
+    # Signals keep coming across the failover; none may be lost or counted twice.
+    writer = ViolationFeed(redis_server)
     try:
         with ChannelRecorder(redis_server) as recorder:
-            wait_for(
-                lambda: all("starting" in p.log() for p in procs.values()), what="both started"
-            )
-            holder = wait_for(lambda: sync.get(LEADER_KEY), what="a leader")
-            assert isinstance(holder, bytes)
-            leader_name = holder.decode().split(":")[0]
-            standby_name = "pub-b" if leader_name == "pub-a" else "pub-a"
+            leader, standby = leader_and_standby(procs, redis_server)
 
             # Rate of one: a leader alone publishes once a second (plus state changes; there
             # are none here), two would publish twice as often.
@@ -111,12 +90,12 @@ def test_two_publishers_publish_at_the_rate_of_one_and_fail_over_after_kill_9(
             times = [at for at, _ in recorder.since(start)]
             rate = (len(times) - 1) / (times[-1] - times[0])
             assert rate < 1.5 / interval, f"{rate:.2f} events/s: more than one publisher"
-            gained = [n for n, p in procs.items() if "leadership gained" in p.log()]
-            assert gained == [leader_name]
+            gained = [p for p in procs.values() if "leadership gained" in p.log()]
+            assert gained == [leader]
 
             writer.start()
-            wait_for(lambda: len(written) >= 20, what="signals flowing")
-            procs[leader_name].kill_group(signal.SIGKILL)
+            wait_for(lambda: writer.written >= 20, what="signals flowing")
+            leader.kill_group(signal.SIGKILL)
             killed_at, killed_wall = time.monotonic(), time.time()
             # The dead leader's last event may still be in flight; it was built before the kill.
             at, _ = recorder.wait(
@@ -125,12 +104,11 @@ def test_two_publishers_publish_at_the_rate_of_one_and_fail_over_after_kill_9(
             takeover = at - killed_at
             print(f"\nfailover: first event from the standby {takeover:.2f}s after kill -9")
             assert takeover <= lease_ms / 1000 + interval + NOISE_ALLOWANCE_S
-            assert "leadership gained" in procs[standby_name].log()
+            assert "leadership gained" in standby.log()
 
-            wait_for(lambda: len(written) >= 80, timeout=30, what="signals after the failover")
-            writer_stop.set()
-            writer.join(timeout=5)
-            total = len(written)
+            wait_for(lambda: writer.written >= 80, timeout=30, what="signals after the failover")
+            writer.stop()
+            total = writer.written
             recorder.wait(
                 lambda p: counters(p) == (0, total, 0),
                 after=killed_at,
@@ -145,7 +123,7 @@ def test_two_publishers_publish_at_the_rate_of_one_and_fail_over_after_kill_9(
             assert (len(times) - 1) / (times[-1] - times[0]) < 1.5 / interval
             assert recorder.invalid == []
     finally:
-        writer_stop.set()
+        writer.stop()
         for proc in procs.values():
             proc.stop()
 

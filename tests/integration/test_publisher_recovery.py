@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from connectome_core.contract import CONSUMER_GROUP, LEADER_KEY, SIGNALS_STREAM
-from connectome_core.settings import load_settings
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import until
 from health_publisher.service import HealthPublisher
-from health_publisher.settings import PublisherSettings
 from tests.support.publisher import counters, group_info, snapshot, xadd
+from tests.support.stepped_publishers import step_until, stepped_publishers
 
 pytestmark = pytest.mark.integration
 
@@ -27,28 +26,8 @@ MakePublisher = Callable[..., HealthPublisher]
 
 @pytest.fixture
 async def make_publisher(redis_server: RedisServer) -> AsyncIterator[MakePublisher]:
-    made: list[HealthPublisher] = []
-
-    def make(name: str = "pub", **env: str) -> HealthPublisher:
-        settings = load_settings(
-            PublisherSettings,
-            {"REDIS_URL": redis_server.url, "PUBLISHER_CONSUMER": name, **FAST, **env},
-        )
-        publisher = HealthPublisher(settings)
-        made.append(publisher)
-        return publisher
-
-    yield make
-    for publisher in made:
-        await publisher.close()
-
-
-async def step_until(publisher: HealthPublisher, done: Callable[[], Any], steps: int = 100) -> None:
-    for _ in range(steps):
-        await publisher.run_once()
-        if done():
-            return
-    raise AssertionError("condition not reached within the steps")
+    async with stepped_publishers(redis_server.url, FAST) as make:
+        yield make
 
 
 def server_ms(sync: Any, ago: float = 0.0) -> int:

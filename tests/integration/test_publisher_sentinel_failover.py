@@ -30,11 +30,9 @@ from connectome_core.contract import SIGNALS_STREAM
 from connectome_core.redis_connect import sync_client
 from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.metrics import publisher_leaders
-from connectome_sse.localrun.ports import free_port
-from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_sentinel import SentinelCluster
 from connectome_sse.localrun.wait import wait_for
-from tests.support.publisher import counters, group_info, snapshot
+from tests.support.publisher import counters, group_info, publishers_with_metrics, snapshot
 
 
 class SignalWriter:
@@ -82,21 +80,11 @@ class SignalWriter:
 def test_a_failover_loses_no_replicated_signal_and_counts_none_twice(
     cluster: SentinelCluster, tmp_path: Path
 ) -> None:
-    ports = [free_port(), free_port()]
-    publishers = [
-        ManagedProcess(
-            console_script("health-publisher"),
-            tmp_path / f"publisher-{i}.log",
-            env={
-                "REDIS_URL": cluster.url,
-                "HEALTH_INTERVAL": "0.3",
-                "HEALTH_MAX_RATE": "10",
-                "PUBLISHER_LEASE_MS": "2000",
-                "PUBLISHER_METRICS_PORT": str(port),
-            },
-        ).start()
-        for i, port in enumerate(ports)
-    ]
+    publishers, ports = publishers_with_metrics(
+        cluster.url,
+        tmp_path,
+        {"HEALTH_INTERVAL": "0.3", "HEALTH_MAX_RATE": "10", "PUBLISHER_LEASE_MS": "2000"},
+    )
     try:
         with SignalWriter(cluster.url) as writer:
             wait_for(lambda: writer.confirmed >= 50, timeout=20, what="signals flowing")

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from connectome_core.redis_connect import (
@@ -41,6 +43,28 @@ def publish(
     )
 
 
+async def wait_until_both_write(aclient: aioredis.Redis, sclient: redis.Redis, value: str) -> None:
+    """The same client objects, never rebuilt: a command may fail while the old connection
+    dies, then the pool asks the sentinels and lands on the new master."""
+
+    async def async_write() -> bool:
+        try:
+            await aclient.set("async", value)
+        except (RedisError, OSError):
+            return False
+        return True
+
+    def sync_write() -> bool:
+        try:
+            sclient.set("sync", value)
+        except (RedisError, OSError):
+            return False
+        return True
+
+    await async_wait_for(async_write, timeout=20, what="the async client on the new master")
+    wait_for(sync_write, timeout=20, what="the sync client on the new master")
+
+
 async def test_clients_and_publish_follow_a_failover(cluster: SentinelCluster) -> None:
     target = parse_redis_url(cluster.url)
     first = cluster.master()
@@ -65,24 +89,7 @@ async def test_clients_and_publish_follow_a_failover(cluster: SentinelCluster) -
         assert new.port != first.port
         assert await locator.master() == ("127.0.0.1", cluster.service_port(new))
 
-        # The same client objects, never rebuilt: a command may fail while the old
-        # connection dies, then the pool asks the sentinels and lands on the new master.
-        async def async_write() -> bool:
-            try:
-                await aclient.set("async", "2")
-            except (RedisError, OSError):
-                return False
-            return True
-
-        def sync_write() -> bool:
-            try:
-                sclient.set("sync", "2")
-            except (RedisError, OSError):
-                return False
-            return True
-
-        await async_wait_for(async_write, timeout=20, what="the async client on the new master")
-        wait_for(sync_write, timeout=20, what="the sync client on the new master")
+        await wait_until_both_write(aclient, sclient, "2")
         with new.client() as node:
             assert node.get("async") == b"2" and node.get("sync") == b"2"
 

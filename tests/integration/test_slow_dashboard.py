@@ -58,7 +58,7 @@ async def test_a_stalled_dashboard_is_never_cut_stays_bounded_and_then_gets_the_
     try:
         await until(lambda: gateway.metric("sse_open_streams") == 1, what="subscribed")
         before = rss_kb(gateway.pid)
-        count = 1500  # 30 s at 50/s (the issue's): 96 MB of health for a client that reads nothing
+        count = 1500  # 30 s at 50/s: 96 MB of health for a client that reads nothing
         await publish_at_50_per_second(redis, 0, count)
         grown_mb = (rss_kb(gateway.pid) - before) / 1024
         print(f"gateway RSS grew {grown_mb:.1f} MB for one stalled client")

@@ -99,7 +99,7 @@ def gateway(redis_server: RedisServer, start_gateway: StartGateway) -> Iterator[
 def test_a_grant_written_under_the_old_key_scheme_opens_no_stream(
     gateway: GatewayProcess, redis_server: RedisServer
 ) -> None:
-    """The review's forge: SET sse:ticket:<sha256(ticket)> with a grant of everything."""
+    """A forged grant: SET sse:ticket:<sha256(ticket)> with a grant of everything."""
     with redis_server.client() as admin:  # the default user: may write any key
         for ticket, grant in (
             ("forged", WIDE_GRANT),

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from connectome_core.contract import SIGNALS_STREAM, channel_for, snapshot_key
 from connectome_core.payload import HealthPayload, parse_health_payload
 from connectome_core.settings import load_settings
+from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script
 from connectome_sse.localrun.redis_server import RedisServer
 from connectome_sse.localrun.wait import wait_for
@@ -122,12 +123,54 @@ class ChannelRecorder:
         return wait_for(found, timeout=timeout, what=what or "a matching health payload")
 
 
+class ViolationFeed:
+    """A thread XADDing one ``dmz_violation_attempts`` counter signal every ``every`` s."""
+
+    def __init__(self, server: RedisServer, every: float = 0.05) -> None:
+        self.server = server
+        self.every = every
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        client = self.server.client()
+        while not self._stop.is_set():
+            xadd(client, "counter", name="dmz_violation_attempts")
+            self.written += 1
+            self._stop.wait(self.every)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+
 def publisher_process(
     server: RedisServer, log_path: Path, env: Mapping[str, str] | None = None
 ) -> ManagedProcess:
     """``health-publisher`` as a real process against ``server``."""
     environ = {"REDIS_URL": server.url, "PUBLISHER_LOG_LEVEL": "DEBUG", **(env or {})}
     return ManagedProcess(console_script("health-publisher"), log_path, env=environ).start()
+
+
+def publishers_with_metrics(
+    url: str, workdir: Path, env: Mapping[str, str], count: int = 2
+) -> tuple[list[ManagedProcess], list[int]]:
+    """``count`` started ``health-publisher`` processes on ``url``, and their metrics ports."""
+    ports = [free_port() for _ in range(count)]
+    processes = [
+        ManagedProcess(
+            console_script("health-publisher"),
+            workdir / f"publisher-{i}.log",
+            env={"REDIS_URL": url, **env, "PUBLISHER_METRICS_PORT": str(port)},
+        ).start()
+        for i, port in enumerate(ports)
+    ]
+    return processes, ports
 
 
 @contextlib.asynccontextmanager

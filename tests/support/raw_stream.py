@@ -75,16 +75,22 @@ class RawStream:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what or done}")
             if self.closed:
                 raise AssertionError(f"connection closed while waiting for {what or done}")
-            self.sock.settimeout(min(left, 0.5))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
+            chunk = self._read_some(min(left, 0.5))
+            if chunk is None:
                 continue
-            except OSError:
-                chunk = b""
             if not chunk:
                 self.closed = True
             self.data += chunk
+
+    def _read_some(self, timeout: float) -> bytes | None:
+        """What came within ``timeout`` (b"" once the peer is gone); None if nothing did."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except OSError:
+            return b""
 
     def wait_closed(self, timeout: float = 10.0) -> float:
         """Read until the server ends the connection; returns the time.time() it did."""
@@ -92,13 +98,9 @@ class RawStream:
         while not self.closed:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the stream stayed open for {timeout}s")
-            self.sock.settimeout(0.2)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
+            chunk = self._read_some(0.2)
+            if chunk is None:
                 continue
-            except OSError:
-                chunk = b""
             if not chunk or chunk.endswith(b"0\r\n\r\n"):
                 # A chunked response's end: the stream is over even if the socket stays.
                 self.closed = True

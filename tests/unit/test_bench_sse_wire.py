@@ -55,7 +55,7 @@ CASES: list[tuple[str, bytes, list[tuple[str, str, str]]]] = [
 
 
 @pytest.mark.parametrize(("stream", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_parses_per_spec_whole_and_cut_anywhere(
+def test_parses_as_whatwg_says_whole_and_cut_anywhere(
     stream: bytes, expected: list[tuple[str, str, str]]
 ) -> None:
     whole, _ = parse_all(stream)
@@ -79,7 +79,7 @@ def test_cr_at_end_of_read_ends_the_line_at_once() -> None:
     assert parser.feed(b"data: x\r\r") == [SSEEvent("message", "x", "")]
 
 
-def test_what_the_spec_ignores_is_ignored_and_counted() -> None:
+def test_what_whatwg_ignores_is_ignored_and_counted() -> None:
     stream = (
         b"retry: 12x\n"
         b"id: a\x00b\n"

@@ -183,7 +183,7 @@ def test_a_bearer_token_goes_into_every_stream_request() -> None:
 
 
 def test_a_ceiling_step_fails_on_p99_loss_or_a_late_publisher() -> None:
-    from bench.load import step_failure
+    from bench.ceiling import step_failure
 
     step = {"rate": 100, "lost": 0, "dropped_streams": 0, "lat_ms_p99": 80.0, "publish_rate": 99.0}
     assert step_failure(step, 100.0) is None

@@ -103,7 +103,7 @@ def test_limits_follow_the_settings() -> None:
     assert SCENARIOS["gateway-kill"].limits(slow, 10).recovery_s == pytest.approx(15 + 1 + 2)
 
 
-def test_the_sentinel_limit_is_down_after_failover_timeout_the_specs_5_s_and_margin() -> None:
+def test_the_sentinel_limit_is_down_after_failover_timeout_5_s_of_the_switch_and_margin() -> None:
     failover = SCENARIOS["sentinel-failover"]
     assert failover.sentinel and not SCENARIOS["redis-kill"].sentinel
     limits = failover.limits(Settings.from_environ({}), 10)

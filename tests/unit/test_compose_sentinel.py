@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from connectome_core.redis_target import parse_redis_url
-from tests.support.compose import compose_command, provision_engine
+from tests.support.compose import compose_command
+from tests.support.docker_engine import provision_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
