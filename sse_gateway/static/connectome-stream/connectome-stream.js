@@ -8,7 +8,7 @@
 // No dependency, no build step. README.md documents the API; connectome-stream.d.ts types it.
 
 const BEAT_MS = 500; // the holder tells the other tabs it is alive this often
-const SUSPECT_MS = 1000; // silence after which a tab asks whether the holder is still there
+const HOLDER_QUIET_MS = 1000; // silence after which a tab asks whether the holder is still there
 const ANSWER_MS = 400; // ... and how long it waits for an answer before taking the stream
 const RESET_AFTER_MS = 10000; // a stream live this long starts the backoff afresh
 const MAX_RETRY_AFTER_MS = 600000; // a Retry-After above ten minutes is taken as ten
@@ -290,7 +290,7 @@ export class ConnectomeStream {
   watchHolder() {
     if (this.role !== "follower") return;
     const t = now();
-    if (t - this.heard < SUSPECT_MS) {
+    if (t - this.heard < HOLDER_QUIET_MS) {
       this.probedAt = 0;
     } else if (!this.probedAt) {
       // A live holder answers at once, even from a background tab whose timers are slowed.
