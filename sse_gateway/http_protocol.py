@@ -12,7 +12,7 @@ What uvicorn leaves open, closed here:
 
 And the stream endpoint owns its connection. uvicorn keeps only the newest
 request's state on a connection, so a request pipelined behind an endless
-response makes the stream miss its client's disconnect (issue 16, item 0).
+response makes the stream miss its client's disconnect.
 So a ``GET``/``HEAD /api/sse`` request is not handed to uvicorn's
 request cycle at all: once its headers are parsed, the connection is moved
 (``transport.set_protocol``, as uvicorn itself does for WebSocket upgrades)
