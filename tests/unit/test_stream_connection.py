@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from functools import partial
+from operator import contains
 from typing import Any
 
 import pytest
@@ -149,8 +151,7 @@ async def test_cors_headers_on_the_stream_path_only_for_allowed_origins(
             transport = server.connect(
                 b"GET /api/sse HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n\r\n" % origin.encode()
             )
-            written = transport.written
-            await until(lambda: b"retry: " in written)
+            await until(partial(contains, transport.written, b"retry: "))
             headers, _ = head_and_body(transport)
             assert (headers.get("access-control-allow-origin") == origin) is allowed
             assert headers["vary"] == "Origin"
