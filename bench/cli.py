@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile-native", action="store_true", help="with --profile: C frames too (slows it)"
     )
+    p.add_argument("--profile-rate", type=int, default=100, help="with --profile: samples a second")
     p.add_argument("--out", type=Path, help="JSONL file to append to (default: results/<time>)")
     p.add_argument("--no-install", action="store_true", help="never apt-get or pip install")
     p.add_argument("--table", nargs="+", type=Path, help="only print the table of JSONL files")
@@ -233,6 +234,9 @@ class BenchRun:
         return replace(
             scen,
             clients=args.clients or scen.clients,
+            bystanders=scen.bystanders * args.clients // scen.clients
+            if args.clients
+            else scen.bystanders,
             events=args.events or scen.events,
             rate=args.rate or scen.rate,
         )
@@ -270,7 +274,12 @@ class BenchRun:
 
         args, say = self.args, bootstrap.say
         profile = (
-            start_profile(RESULTS_DIR, f"{self.stamp}-{scen.name}", native=args.profile_native)
+            start_profile(
+                RESULTS_DIR,
+                f"{self.stamp}-{scen.name}",
+                rate_hz=args.profile_rate,
+                native=args.profile_native,
+            )
             if args.profile and system_name.startswith("gateway")
             else None
         )

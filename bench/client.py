@@ -69,6 +69,10 @@ class WorkerState:
         self.payloads: dict[str, tuple[int, float] | None] = {}
         self.lat_kernel = array("d")
         self.lat_app = array("d")
+        # A storm's bystanders (streams kept open through it): send time and fan-out of each
+        # receipt, for the fan-out of open streams while others reconnect.
+        self.watch_sent = array("d")
+        self.watch_lat = array("d")
         self.first_rx = 0.0
         self.last_rx = 0.0
         self.other_types: dict[str, int] = {}
@@ -107,6 +111,7 @@ class Stream:
         "sse",
         "st",
         "total",
+        "watched",
     )
 
     def __init__(self, st: WorkerState) -> None:
@@ -117,6 +122,7 @@ class Stream:
         self.head_buf = b""
         self.sse: SSEStream | None = None
         self.total = 1  # streams of the worker, set by the worker once all are open
+        self.watched = False  # a bystander of a storm: its receipts are also kept apart
         self.restart()
 
     def restart(self) -> None:
@@ -219,6 +225,9 @@ class Stream:
                 self.max_seq = seq
             st.lat_kernel.append(kernel_ts - sent)
             st.lat_app.append(now - sent)
+            if self.watched:
+                st.watch_sent.append(sent)
+                st.watch_lat.append(kernel_ts - sent)
             if not st.first_rx:
                 st.first_rx = now
             st.last_rx = now

@@ -1,8 +1,9 @@
 """One measurement: a scenario's load against one running system, summarised in one dict.
 
-Ramp up to N streams, settle, read memory and Redis connections held, [storm:
-every stream reopens at once], publish M events at R/s, wait for every stream to
-have them (at most `drain_s`), then collect. Every step has a deadline.
+Ramp up to N streams, settle, read memory and Redis connections held, [storms:
+every stream but the bystanders reopens at once, twice (`bench.storm`)], publish M
+events at R/s, wait for every stream to have them (at most `drain_s`), then collect.
+Every step has a deadline.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.fleet import ClientFleet, LoadOptions, WorkerHub, merge_counts
+from bench.fleet import ClientFleet, LoadOptions, merge_counts
 from bench.procstats import TreeStats, cpu_seconds, tree_stats
 from bench.publisher import publish_series
 from bench.scenarios import Scenario
 from bench.stats import delivered_per_second, delivery_summary, latency_summary, percentile
+from bench.storm import storms
 from bench.systems import RunningSystem
 from connectome_sse.localrun.redis_server import RedisServer
 
@@ -104,25 +106,6 @@ def held_summary(run: LoadRun, fleet: ClientFleet, held: Held) -> dict[str, Any]
     }
 
 
-def storm(hub: WorkerHub, opts: LoadOptions) -> dict[str, Any]:
-    """Every stream closed and reopened at once; how long until each streams again."""
-    hub.send_all(("storm", time.time() + 0.5))
-    storms = [s or {} for s in hub.wait_all("storm", opts.storm_timeout_s + 30)]
-    back = sorted(x for s in storms for x in s.get("back_s", ()))
-    closed = sum(s.get("closed", 0) for s in storms)
-    reconnected = sum(s.get("reconnected", 0) for s in storms)
-    time.sleep(opts.warmup_s)
-    return {
-        "storm_closed": closed,
-        "storm_reconnected": reconnected,
-        "storm_s": round(back[-1], 2) if back and reconnected == closed else None,
-        "storm_p50_s": _round(percentile(back, 0.5), 3),
-        "storm_p99_s": _round(percentile(back, 0.99), 3),
-        "storm_attempts": sum(s.get("attempts", 0) for s in storms),
-        "storm_failures": merge_counts([s.get("failures", {}) for s in storms]),
-    }
-
-
 @dataclass
 class Delivery:
     """The measured events published and delivered, and the CPU it took everyone."""
@@ -175,9 +158,11 @@ def publish_and_collect(run: LoadRun, fleet: ClientFleet, held: Held) -> Deliver
 def measure(run: LoadRun) -> dict[str, Any]:
     """Ramp, [storm], publish the scenario's events, collect; the run's figures."""
     with held_streams(run) as (fleet, held):
-        stormed = storm(fleet.hub, run.opts) if run.scenario.storm else {}
-        if stormed:
-            held.connected = stormed["storm_reconnected"]
+        stormed: dict[str, Any] = {}
+        if run.scenario.storm:  # a profile samples the storm, not the publishing
+            stormed = storms(fleet, run.system, run.scenario, run.profile)
+            held.connected = stormed["storm_reconnected"] + run.scenario.bystanders
+            run = replace(run, profile=None)
         delivery = publish_and_collect(run, fleet, held)
     summary = {
         **held_summary(run, fleet, held),
@@ -220,10 +205,6 @@ def delivery_figures(scenario: Scenario, delivery: Delivery) -> dict[str, Any]:
         "redis_cpu_pct": round(100 * delivery.redis_cpu_s / window, 1),
         "parse_cache_hit_pct": _hit_pct(results),
     }
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _prefixed_ms(sorted_seconds: list[float], prefix: str) -> dict[str, float | None]:

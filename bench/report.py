@@ -20,7 +20,8 @@ NUMERIC_MEDIAN = (
     "connect_ms_p50", "connect_ms_p99", "delivered_per_s",
     "lat_ms_p50", "lat_ms_p90", "lat_ms_p99", "lat_ms_max", "app_lat_ms_p99",
     "server_rss_mb", "kb_per_conn", "server_cpu_pct", "client_cpu_pct", "redis_cpu_pct",
-    "redis_connected_clients", "storm_s", "storm_p50_s",
+    "redis_connected_clients", "storm_s", "storm_p50_s", "storm_cpu_us_per_stream",
+    "watch_quiet_p99_ms", "watch_storm_p99_ms", "watch_storm_x_quiet",
     "ceiling_events_per_s", "deliveries_per_cpu_s",
 )  # fmt: skip
 WORST = ("lost", "dups", "dropped_streams", "clients_with_loss")
@@ -115,6 +116,7 @@ RATIOS = (
     ("KB/conn", "kb_per_conn"),
     ("connect p99", "connect_ms_p99"),
     ("storm", "storm_s"),
+    ("storm CPU/stream", "storm_cpu_us_per_stream"),
     ("deliv per CPU-s", "deliveries_per_cpu_s"),
 )
 
@@ -141,6 +143,31 @@ def ratio_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def storm_table(rows: list[dict[str, Any]]) -> str:
+    """Scenario e: the bare storm's time and CPU per reopened stream, and the fan-out of
+    the streams kept open during the second storm beside theirs just before it."""
+    lines = [
+        "| system | reopened | storm s | server CPU µs per reopened stream | x Nchan "
+        "| bystanders' fan-out p99 ms: quiet / during storm | storm x quiet |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    systems = _by_scenario(rows).get("e", {})
+    ref = reference(systems)
+    for name in sorted(systems, key=_key):
+        r = systems[name]
+        if not r.get("storm_closed"):
+            continue
+        cpu = r.get("storm_cpu_us_per_stream")
+        x = None if ref is None or r is ref else ratio(cpu, ref.get("storm_cpu_us_per_stream"))
+        lines.append(
+            f"| {name} | {r['storm_reconnected']:,}/{r['storm_closed']:,} "
+            f"| {_f(r['storm_s'], 2)} | {_f(cpu, 0)} | {_f(x, 2)} "
+            f"| {_f(r.get('watch_quiet_p99_ms'), 1)} / {_f(r.get('watch_storm_p99_ms'), 1)} "
+            f"| {_f(r.get('watch_storm_x_quiet'), 2)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def ceiling_table(rows: list[dict[str, Any]]) -> str:
     """Scenario g: the fastest step each system kept up with, and where it stopped."""
     lines = [
@@ -164,6 +191,7 @@ BEFORE_AFTER = (
     ("KB/conn", "kb_per_conn", 1),
     ("connect p99 ms", "connect_ms_p99", 1),
     ("storm s", "storm_s", 2),
+    ("storm CPU µs/stream", "storm_cpu_us_per_stream", 0),
     ("fan-out p99 ms", "lat_ms_p99", 1),
     ("server CPU %", "server_cpu_pct", 0),
     ("ceiling events/s", "ceiling_events_per_s", 0),
@@ -260,6 +288,14 @@ def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]
             f"storm recovery (e): {verdict(storm)}: {_f(r['storm_s'], 2)} s, "
             f"Nchan {_f(n['storm_s'], 2)} s"
         )
+        cpu = ratio(r.get("storm_cpu_us_per_stream"), n.get("storm_cpu_us_per_stream"))
+        watch = r.get("watch_storm_x_quiet")
+        out.append(
+            f"storm CPU per reopened stream (e): {verdict(None if cpu is None else cpu <= 1)}: "
+            f"{_f(r.get('storm_cpu_us_per_stream'), 0)} µs, Nchan "
+            f"{_f(n.get('storm_cpu_us_per_stream'), 0)} µs; open streams' fan-out p99 during "
+            f"the storm {verdict(None if watch is None else watch <= 2)}: {_f(watch, 2)}x quiet"
+        )
     wide = system.rsplit("-", 1)[0] + "-4w"
     r, n = pair("f", wide)
     if r is not None:
@@ -281,7 +317,8 @@ def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]
 def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
     rows = aggregate(results)
     parts = [main_table(rows), "", ratio_table(rows)]
-    for extra in (ceiling_table(rows), before_after_table(rows), auth_table(rows)):
+    extras = (storm_table(rows), ceiling_table(rows), before_after_table(rows), auth_table(rows))
+    for extra in extras:
         if extra:
             parts += ["", extra]
     if any(r["system"] == system for r in rows):

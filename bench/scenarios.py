@@ -30,6 +30,7 @@ class Scenario:
     systems: tuple[str, ...] = (*STANDARD_SYSTEMS, *BEFORE_SYSTEMS)
     payload_bytes: int = 128
     storm: bool = False
+    bystanders: int = 0  # storm: streams kept open through it (on top of those that reopen)
     streams_per_process: int | None = None  # load-client split; None: the --option's
     ceiling_rates: tuple[float, ...] = ()  # g: publish rates stepped through, in order
     step_s: float = 3.0  # g: seconds of publishing per step
@@ -64,12 +65,14 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "e",
-            "reconnect storm: 5,000 clients reconnect at once, then 10 events at 5/s",
-            5000,
+            "reconnect storm: 5,000 of 6,000 clients reconnect at once (twice, the second "
+            "under events at 10/s), then 10 events at 5/s",
+            6000,
             10,
             5.0,
             systems=(*STANDARD_SYSTEMS, *BEFORE_SYSTEMS, *AUTH_SYSTEMS),
             storm=True,
+            bystanders=1000,
         ),
         Scenario(
             "f",

@@ -72,15 +72,23 @@ class Worker:
         if st.finished == len(self.streams):  # also when no stream opened: nothing to wait for
             self.send("complete", None)
 
-    async def storm(self, loop: asyncio.AbstractEventLoop, at: float) -> dict[str, Any]:
-        """Close every stream at `at`, reopen them all at once; seconds until each streams again."""
-        await asyncio.sleep(max(0.0, at - time.time()))
+    async def storm(
+        self, loop: asyncio.AbstractEventLoop, at: float, keep: int = 0, watch: bool = False
+    ) -> dict[str, Any]:
+        """Close every stream but the first `keep` at `at` and reopen them all at once;
+        seconds until each streams again. `watch`: the kept streams' receipts are kept apart
+        (`watched`), for the fan-out of open streams during the storm."""
         st = self.st
+        kept, stormed = self.streams[:keep], self.streams[keep:]
+        st.watch_sent, st.watch_lat = array("d"), array("d")
+        for s in kept:
+            s.watched = watch  # from now: the receipts before the storm are the quiet ones
+        await asyncio.sleep(max(0.0, at - time.time()))
         t0 = time.time()
-        for s in self.streams:
+        for s in stormed:
             s.close()  # no reason given: a deliberate close is not a drop
-        n = len(self.streams)
-        self.streams = []
+        n = len(stormed)
+        self.streams = list(kept)
         deadline = t0 + self.cfg.storm_timeout_s
         back_s = array("d")
         failures: dict[str, int] = {}
@@ -106,11 +114,17 @@ class Worker:
         self._arm_completion()
         return {
             "closed": n,
-            "reconnected": len(self.streams),
+            "reconnected": len(self.streams) - len(kept),
             "back_s": back_s,
             "attempts": attempts,
             "failures": failures,
         }
+
+    def watched(self) -> dict[str, Any]:
+        """The kept streams' receipts since the last storm; they are no longer watched."""
+        for s in self.streams:
+            s.watched = False
+        return {"sent": self.st.watch_sent, "lat": self.st.watch_lat}
 
     def restart(self, run_id: str, expected: int) -> None:
         """A new measurement on the streams already open (scenario g's steps)."""
@@ -157,9 +171,11 @@ class Worker:
     async def main(self) -> None:
         """Ramp, send ("ready", dict), then obey the parent until ("stop", None).
 
-        From the parent: ("storm", unix_time): reopen every stream at once, answered by
-        ("storm", dict); ("measure", (run_id, expected)): a new measurement on the open
-        streams, answered by ("measuring", None); ("report", None): ("report", dict).
+        From the parent: ("storm", (unix_time, keep, watch)): reopen every stream but the
+        first `keep` at once, answered by ("storm", dict); ("watched", None): the kept
+        streams' receipts, answered by ("watched", dict); ("measure", (run_id, expected)):
+        a new measurement on the open streams, answered by ("measuring", None);
+        ("report", None): ("report", dict).
         To it, besides: ("complete", None) once every stream has every expected event,
         and ("result", dict) last, before the worker exits.
         """
@@ -185,7 +201,10 @@ class Worker:
             except TimeoutError:
                 kind, body = "stop", "max life"
             if kind == "storm":
-                self.send("storm", await self.storm(loop, float(body)))
+                at, keep, watch = body
+                self.send("storm", await self.storm(loop, float(at), int(keep), bool(watch)))
+            elif kind == "watched":
+                self.send("watched", self.watched())
             elif kind == "measure":
                 self.restart(*body)
                 self.send("measuring", None)

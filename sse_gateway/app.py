@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from sse_gateway.server import end_with_supervisor
 from sse_gateway.settings import GatewaySettings
 from sse_gateway.shutdown import drain_on_signals
 from sse_gateway.source import EventSource
+from sse_gateway.stream_connection import STREAM_SERVICE_STATE
 from sse_gateway.stream_route import StreamEndpoint
 
 log = logging.getLogger("sse_gateway")
@@ -62,7 +64,7 @@ class GatewayApp:
             # POST and Authorization: a page on another origin gets its ticket with
             # fetch(POST /api/sse/ticket, bearer token), then opens the stream. No
             # credentials mode: a token crosses origins in the header, not a cookie.
-            self._dispatch = CORSMiddleware(
+            cors = CORSMiddleware(
                 self._route,
                 allow_origins=gateway.settings.cors_origins,
                 allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
@@ -70,15 +72,34 @@ class GatewayApp:
                 expose_headers=["Retry-After"],
                 max_age=600,
             )
+            self._dispatch = cors
+            stream.cors = lambda origin: cors_headers(cors, origin)
         self.stream = stream
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "lifespan" and "state" in scope:
+            # The server's stream connections serve streams through the endpoint itself.
+            scope["state"][STREAM_SERVICE_STATE] = self.stream
         return self._dispatch(scope, receive, send)
 
     def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "GET":
             return self.stream(scope, receive, send)
         return self.starlette(scope, receive, send)
+
+
+def cors_headers(cors: CORSMiddleware, origin: str | None) -> list[tuple[bytes, bytes]]:
+    """The headers ``cors`` adds to a simple response for a request from ``origin``."""
+    headers = MutableHeaders()
+    if origin is not None:
+        headers.update(cors.simple_headers)
+    # The origin itself where credentials are allowed, or where only some origins are.
+    explicit = cors.allow_credentials if cors.allow_all_origins else cors.is_allowed_origin
+    if origin is not None and (explicit is True or (callable(explicit) and explicit(origin))):
+        cors.allow_explicit_origin(headers, origin)
+    else:
+        headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+    return list(headers.raw)
 
 
 def create_app(

@@ -7,6 +7,7 @@ addresses folded to IPv4. An address without streams takes no memory.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +24,12 @@ def client_address(scope: Mapping[str, object]) -> str:
     client = scope.get("client")
     if not isinstance(client, list | tuple) or not client:
         return "unknown"
-    host = str(client[0])
+    return address_of(str(client[0]))
+
+
+@functools.lru_cache(maxsize=4096)  # a connect asks for it; a storm comes from few hosts
+def address_of(host: str) -> str:
+    """The per-client limit's key for a peer host: an IP address in its normal form."""
     try:
         parsed = ipaddress.ip_address(host)
     except ValueError:

@@ -37,7 +37,7 @@ class Frame:
     """One event's bytes, built once and shared by every stream.
 
     ``chunk`` is the same bytes already framed as an HTTP/1.1 chunk, so a
-    server that can take body bytes straight (see ``http_protocol``) does not
+    server that can take body bytes straight (see ``stream_connection``) does not
     frame it again for each client.
 
     ``event_id`` is the ``id:`` the frame carries (None for gateway-made

@@ -9,12 +9,12 @@ on every connect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode
 
 from connectome_core.contract import RESERVED_EVENTS, is_valid_event_name
-from sse_gateway.client_limits import client_address
+from sse_gateway.client_limits import address_of
 
 MAX_SELECTED_EVENTS = 64
 EVENTS_PARAMETER = "events"
@@ -36,6 +36,9 @@ class Credentials(NamedTuple):
     cookie: str = ""
 
 
+NO_CREDENTIALS = Credentials()
+
+
 class StreamRequest(NamedTuple):
     method: str
     events: frozenset[str] | None  # None: every event type
@@ -50,13 +53,26 @@ class StreamRequest(NamedTuple):
 
 def stream_request(scope: Mapping[str, Any]) -> StreamRequest:
     """The request of ``GET /api/sse``; ValueError (a 400) when its query is malformed."""
-    query = query_pairs(scope.get("query_string", b""))
-    events = parse_events(_values(query, EVENTS_PARAMETER))
-    probe = probe_requested(_values(query, PROBE_PARAMETER))
+    return parse_stream_request(
+        scope["method"], scope.get("query_string", b""), scope["headers"], scope.get("client")
+    )
+
+
+def parse_stream_request(
+    method: str,
+    query_string: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+) -> StreamRequest:
+    """The same from the request's parts (header names lower-case), as the server parsed
+    them; ValueError (a 400) when its query is malformed."""
+    query = query_pairs(query_string) if query_string else ()
+    events = parse_events(_values(query, EVENTS_PARAMETER)) if query else None
+    probe = probe_requested(_values(query, PROBE_PARAMETER)) if query else False
     header_id: str | None = None
     authorization: list[str] = []
     cookies: list[str] = []
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"authorization":
             authorization.append(value.decode("latin-1"))
         elif name == b"cookie":
@@ -67,18 +83,20 @@ def stream_request(scope: Mapping[str, Any]) -> StreamRequest:
         header_id = next(
             (v.strip()[:MAX_ID_LENGTH] for v in _values(query, LAST_EVENT_ID_PARAMETER) if v), ""
         )
-    client = scope.get("client")
+    host = client[0] if client else None
     return StreamRequest(
-        method=scope["method"],
+        method=method,
         events=events,
         probe=probe,
         last_event_id=header_id,
         credentials=Credentials(
             tuple(authorization), tuple(_values(query, TICKET_PARAMETER)), "; ".join(cookies)
-        ),
-        address=client_address(scope),
-        host=client[0] if client else "?",
-        peer=f"{client[0]}:{client[1]}" if client else "?",
+        )
+        if authorization or cookies or query
+        else NO_CREDENTIALS,
+        address=address_of(str(host)) if client else "unknown",
+        host=host or "?",
+        peer=f"{host}:{client[1]}" if client else "?",
         query=query,
     )
 

@@ -21,7 +21,8 @@ from typing import cast
 import uvicorn
 
 from connectome_core.settings import to_environ
-from sse_gateway.http_protocol import ConnectionLimits, GatewayHttpProtocol
+from sse_gateway.http_limits import ConnectionLimits
+from sse_gateway.http_protocol import GatewayHttpProtocol
 from sse_gateway.metrics import MULTIPROC_ENV
 from sse_gateway.settings import GatewaySettings
 

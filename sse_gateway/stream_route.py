@@ -1,34 +1,66 @@
 """``GET /api/sse``: a request read once, admitted, opened, then live until it ends.
 
-A plain ASGI callable rather than a Starlette ``Response``: it hands the raw ``send``
-to a ``StreamWriter`` and waits on ``receive``, which returns when the client leaves or
-when the writer completes the response (cut, drain, expiry). One coroutine per stream.
+``StreamEndpoint.open`` admits and opens a stream through a ``Reply`` (how its answer is
+written) and returns it; ``end`` cleans it up. The server's stream connections
+(``stream_connection``) call them directly; ``__call__`` is the same as a plain ASGI
+callable (in-process use, other servers), whose coroutine waits on ``receive`` until
+the client leaves or the writer completes the response (cut, drain, expiry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, cast
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from sse_gateway.access import Access, Admission, Refusal
 from sse_gateway.gateway import DRAINING, Gateway
-from sse_gateway.http_protocol import DIRECT_BODY_EXTENSION
-from sse_gateway.hub import HubClosed
-from sse_gateway.probe import probes_for
+from sse_gateway.http_heads import STREAM_HEADERS
+from sse_gateway.hub import HubClosed, Subscription
+from sse_gateway.probe import ProbeSchedule
 from sse_gateway.request import StreamRequest, stream_request
 from sse_gateway.stream_lines import StreamLines
-from sse_gateway.stream_writer import CLIENT, DRAIN, ERROR, EXPIRED, StreamWriter
+from sse_gateway.stream_writer import CLIENT, DRAIN, ERROR, EXPIRED, DirectBody, StreamWriter
 from sse_gateway.stream_writer import Send as WriterSend
 
-STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+
+class Reply(Protocol):
+    """How a stream's answer is written: straight to its connection, or through ASGI."""
+
+    @property
+    def direct(self) -> DirectBody | None: ...
+
+    @property
+    def send(self) -> Callable[[Any], Awaitable[None]]: ...
+
+    async def refuse(self, status: int, message: str, headers: Mapping[str, str]) -> None: ...
+
+    async def start(self, first: bytes, more: bool) -> None: ...
+
+
+class AsgiReply:
+    """A ``Reply`` over an ASGI ``send``."""
+
+    __slots__ = ("receive", "scope", "send")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+
+    @property
+    def direct(self) -> DirectBody | None:
+        return None
+
+    async def refuse(self, status: int, message: str, headers: Mapping[str, str]) -> None:
+        await json_error(status, message, dict(headers))(self.scope, self.receive, self.send)
+
+    async def start(self, first: bytes, more: bool) -> None:
+        head = {"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)}
+        await self.send(head)
+        await self.send({"type": "http.response.body", "body": first, "more_body": more})
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -40,23 +72,32 @@ class OpenStream:
 
     Slotted, and the request itself is not kept: it lives as long as the stream."""
 
-    __slots__ = ("address", "events", "expiry", "opened", "peer", "raised", "sub", "writer")
+    __slots__ = (
+        "address",
+        "events",
+        "expiry",
+        "opened",
+        "peer",
+        "probes",
+        "raised",
+        "sub",
+        "subscription",
+        "writer",
+    )
 
     def __init__(
         self,
         gateway: Gateway,
         request: StreamRequest,
         admission: Admission,
-        scope: Scope,
-        send: Send,
+        reply: Reply,
         expires_in: float | None,
     ) -> None:
         settings, metrics = gateway.settings, gateway.metrics
-        direct = scope.get("extensions", {}).get(DIRECT_BODY_EXTENSION, {}).get("writer")
         self.writer = StreamWriter(
-            cast(WriterSend, send),
+            cast(WriterSend, reply.send),
             settings.client_buffer,
-            direct,
+            reply.direct,
             settings.client_buffer_bytes,
             send_timeout=settings.send_timeout,
             on_conflate=metrics.events_conflated.inc,
@@ -67,6 +108,8 @@ class OpenStream:
         self.peer = request.peer
         self.sub = admission.grant.sub if admission.grant is not None else None
         self.raised = False
+        self.subscription: Subscription | None = None
+        self.probes: ProbeSchedule | None = None
         metrics.open_streams.inc()
         metrics.streams_opened.inc()
         self.opened = time.monotonic()
@@ -86,68 +129,105 @@ class StreamEndpoint:
         self.gateway = gateway
         self.access = Access(gateway.settings, metrics=gateway.metrics)  # auth, per-client limit
         self.lines = StreamLines()
+        # With CORS on: the headers a request from ``origin`` gets (set by the app).
+        self.cors: Callable[[str | None], list[tuple[bytes, bytes]]] | None = None
+
+    def cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        return [] if self.cors is None else self.cors(origin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             request = stream_request(scope)
         except ValueError as exc:
             return await json_error(400, str(exc))(scope, receive, send)
-        refusal = self._reserve()  # the slot is taken before anything awaits
-        if refusal is not None:
-            return await refusal(scope, receive, send)
+        stream = await self.open(request, AsgiReply(scope, receive, send))
+        if stream is None:
+            return
         try:
-            try:
-                admission = await self.access.admit(request)
-            except Refusal as refused:
-                self.gateway.metrics.streams_rejected.labels(refused.reason).inc()
-                return await refused.response()(scope, receive, send)
-            if request.method == "HEAD":  # the head a GET would get, and no stream
-                return await _respond(send, b"", more=False)
-            expires_in = self.access.expires_in(admission.grant)
-            stream = OpenStream(self.gateway, request, admission, scope, send, expires_in)
-            del admission, expires_in  # the stream holds what it needs of them
-            writer = stream.writer
-            try:
-                await _respond(send, self.gateway.retry_frame, more=True)
-                with (
-                    self.gateway.hub.subscription(writer, stream.events),
-                    probes_for(writer, request.probe),
-                ):
-                    opening = await self.gateway.opener.open(
-                        writer, stream.events, request.last_event_id, request.probe
-                    )
-                    del request  # streams are many: only what the close line needs stays
-                    self.lines.opened(stream.peer, stream.sub, stream.events, opening.how)
-                    writer.release(opening.frames, opening.replayed)
-                    del opening  # the opening is the writer's now
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    await writer.wait_flushed()
-            except HubClosed:  # drain began while this stream was starting
-                writer.release([])
-                writer.close(b"", DRAIN)
-            except Exception:
-                stream.raised = True
-                raise
-            finally:
-                self._ended(stream)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            await stream.writer.wait_flushed()
+        except Exception:
+            stream.raised = True
+            raise
         finally:
-            self.gateway.release_stream()
+            self.end(stream)
 
-    def _reserve(self) -> Response | None:
-        """Take a stream slot now, or the 503 that says why not."""
+    async def open(self, request: StreamRequest, reply: Reply) -> OpenStream | None:
+        """Admit ``request``, answer it and open its stream; None when it gets none (its
+        answer is written and nothing is held). The caller must ``end`` what it returns."""
+        full = self._reserve()  # the slot is taken before anything awaits
+        if full is not None:
+            await reply.refuse(503, full, {"Retry-After": self.access.retry_after})
+            return None
+        try:
+            stream = await self._admit(request, reply)
+        except BaseException:
+            self.gateway.release_stream()
+            raise
+        if stream is None:
+            self.gateway.release_stream()
+            return None
+        try:
+            await self._start(stream, request, reply)
+        except BaseException:
+            stream.raised = True
+            self.end(stream)
+            raise
+        return stream
+
+    async def _admit(self, request: StreamRequest, reply: Reply) -> OpenStream | None:
+        try:
+            admission = await self.access.admit(request)
+        except Refusal as refused:
+            self.gateway.metrics.streams_rejected.labels(refused.reason).inc()
+            headers = {"Cache-Control": "no-store", **refused.headers}
+            await reply.refuse(refused.status, refused.message, headers)
+            return None
+        if request.method == "HEAD":  # the head a GET would get, and no stream
+            await reply.start(b"", more=False)
+            return None
+        expires_in = self.access.expires_in(admission.grant)
+        return OpenStream(self.gateway, request, admission, reply, expires_in)
+
+    async def _start(self, stream: OpenStream, request: StreamRequest, reply: Reply) -> None:
+        """The head, the subscription and the opening (snapshots, or a replay)."""
+        gateway, writer = self.gateway, stream.writer
+        await reply.start(gateway.retry_frame, more=True)
+        try:
+            stream.subscription = gateway.hub.subscription(writer, stream.events)
+        except HubClosed:  # drain began while this stream was starting
+            writer.release([])
+            writer.close(b"", DRAIN)
+            return
+        if request.probe:
+            stream.probes = ProbeSchedule(writer).start()
+        opening = await gateway.opener.open(
+            writer, stream.events, request.last_event_id, request.probe
+        )
+        self.lines.opened(stream.peer, stream.sub, stream.events, opening.how)
+        writer.release(opening.frames, opening.replayed)
+
+    def _reserve(self) -> str | None:
+        """Take a stream slot now, or the 503 message that says why not."""
         gateway = self.gateway
         full = gateway.reserve_stream()
         if full is None:
             return None
         gateway.metrics.streams_rejected.labels(full).inc()
         if full == DRAINING:
-            message = "gateway is shutting down"
-        else:
-            message = f"too many open streams (limit {gateway.settings.max_connections})"
-        return json_error(503, message, {"Retry-After": self.access.retry_after})
+            return "gateway is shutting down"
+        return f"too many open streams (limit {gateway.settings.max_connections})"
 
-    def _ended(self, stream: OpenStream) -> None:
+    def end(self, stream: OpenStream) -> None:
+        """The stream is over: unsubscribed, its slots given back, counted, its close line."""
+        if stream.opened < 0:
+            return  # ended already
+        if stream.subscription is not None:
+            stream.subscription.__exit__(None, None, None)
+            stream.subscription = None
+        if stream.probes is not None:
+            stream.probes.cancel()
         metrics, writer = self.gateway.metrics, stream.writer
         self.access.release(stream.address)
         if stream.expiry is not None:
@@ -163,9 +243,5 @@ class StreamEndpoint:
             writer.frames,
             stream.reason,
         )
-
-
-async def _respond(send: Send, body: bytes, more: bool) -> None:
-    """The stream's head, then ``body`` (``more``: the stream goes on after it)."""
-    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
-    await send({"type": "http.response.body", "body": body, "more_body": more})
+        stream.opened = -1.0
+        self.gateway.release_stream()

@@ -39,7 +39,7 @@ Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class DirectBody(Protocol):
-    """What a server may offer beyond ASGI (see ``sse_gateway.http_protocol``)."""
+    """What a server may offer beyond ASGI (see ``sse_gateway.stream_connection``)."""
 
     def write(self, frame: Frame) -> bool:
         """Write ``frame``'s body bytes now (framed as the response needs), or return False."""
