@@ -185,11 +185,7 @@ class Stream:
         if not data:
             self.close("EOF")
             return
-        kernel_ts = now
-        for _level, kind, blob in ancillary:
-            if kind == SO_TIMESTAMPNS:
-                sec, nsec = KERNEL_TIME.unpack_from(blob)
-                kernel_ts = sec + nsec * 1e-9
+        kernel_ts = kernel_time(ancillary, now)
         if self.sse is None:
             data = self._read_head(data)
             if self.sse is None or not data:
@@ -261,3 +257,12 @@ class Stream:
         if self.ready is not None and not self.ready.done():
             self.ready.set_result(time.time())
         return buf[end + 4 :]
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]], default: float) -> float:
+    """When the kernel received a read's bytes (SO_TIMESTAMPNS), else ``default``."""
+    for _level, kind, blob in ancillary:
+        if kind == SO_TIMESTAMPNS:
+            sec, nsec = KERNEL_TIME.unpack_from(blob)
+            return float(sec + nsec * 1e-9)
+    return default

@@ -245,66 +245,27 @@ def auth_table(rows: list[dict[str, Any]]) -> str:
     return paired_table(rows, "-auth", AUTH_COST, reference_first=False)
 
 
-def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]:
+Row = dict[str, Any]
+Pair = tuple[Row | None, Row | None]
+
+
+def _verdict(good: bool | None) -> str:
+    return "not measured" if good is None else ("PASS" if good else "FAIL")
+
+
+def targets(rows: list[Row], system: str = "gateway-2w") -> list[str]:
     """The targets against Nchan for `system` (f: its 4-worker form): PASS / FAIL / not measured."""
     by_scen = _by_scenario(rows)
-    out = []
 
-    def verdict(good: bool | None) -> str:
-        return "not measured" if good is None else ("PASS" if good else "FAIL")
-
-    def pair(scen: str, name: str = system) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def pair(scen: str, name: str = system) -> Pair:
         systems = by_scen.get(scen, {})
         return systems.get(name), reference(systems)
 
-    for scen in ("a", "b", "c", "d", "e"):
-        r, n = pair(scen)
-        if r is None or n is None:
-            out.append(f"{scen}: not measured (needs {system} and Nchan)")
-            continue
-        p99 = ratio(r["lat_ms_p99"], n["lat_ms_p99"])
-        cpu = ratio(r["server_cpu_pct"], n["server_cpu_pct"])
-        conn = ratio(r["connect_ms_p99"], n["connect_ms_p99"])
-        good = p99 is not None and p99 <= 1 and cpu is not None and cpu <= 1 and not r["lost"]
-        out.append(
-            f"{scen}: fan-out p99 and CPU {verdict(good)}: p99 {_f(p99, 2)}x, CPU {_f(cpu, 2)}x "
-            f"Nchan, lost {r['lost']}, dups {r['dups']}; connect p99 "
-            f"{verdict(conn is not None and conn <= 1)}: {_f(r['connect_ms_p99'], 1)} ms = "
-            f"{_f(conn, 2)}x Nchan"
-        )
-    r, n = pair("d")
-    if r is not None and n is not None and r["kb_per_conn"] is not None:
-        good = n["kb_per_conn"] is not None and r["kb_per_conn"] <= n["kb_per_conn"]
-        out.append(
-            f"KB per held connection (d): {verdict(good)}: {r['kb_per_conn']:.1f} KB, "
-            f"Nchan {_f(n['kb_per_conn'], 1)}"
-        )
-    r, n = pair("e")
-    if r is not None and n is not None:
-        storm: bool | None = None
-        if r["storm_s"] is not None and n["storm_s"] is not None:
-            storm = r["storm_s"] <= n["storm_s"]
-        out.append(
-            f"storm recovery (e): {verdict(storm)}: {_f(r['storm_s'], 2)} s, "
-            f"Nchan {_f(n['storm_s'], 2)} s"
-        )
-        cpu = ratio(r.get("storm_cpu_us_per_stream"), n.get("storm_cpu_us_per_stream"))
-        watch = r.get("watch_storm_x_quiet")
-        out.append(
-            f"storm CPU per reopened stream (e): {verdict(None if cpu is None else cpu <= 1)}: "
-            f"{_f(r.get('storm_cpu_us_per_stream'), 0)} µs, Nchan "
-            f"{_f(n.get('storm_cpu_us_per_stream'), 0)} µs; open streams' fan-out p99 during "
-            f"the storm {verdict(None if watch is None else watch <= 2)}: {_f(watch, 2)}x quiet"
-        )
+    out = [_scenario_target(scen, system, pair(scen)) for scen in ("a", "b", "c", "d", "e")]
+    out += _memory_target(pair("d"))
+    out += _storm_targets(pair("e"))
     wide = system.rsplit("-", 1)[0] + "-4w"
-    r, n = pair("f", wide)
-    if r is not None:
-        good = r["connected"] >= r["clients"] and r["lost"] == 0
-        beside = f"; Nchan {n['connected']:,} held, lost {n['lost']}" if n else ""
-        out.append(
-            f"f ({wide}): {verdict(good)}: {r['connected']:,}/{r['clients']:,} held, "
-            f"lost {r['lost']}{beside}"
-        )
+    out += _held_target(wide, pair("f", wide))
     for name, r in sorted(by_scen.get("g", {}).items(), key=lambda kv: _key(kv[0])):
         out.append(
             f"g ({name}): ceiling {_f(r.get('ceiling_events_per_s'), 0)} events/s, "
@@ -312,6 +273,64 @@ def targets(rows: list[dict[str, Any]], system: str = "gateway-2w") -> list[str]
             f"{_f(r.get('deliveries_per_cpu_s'), 0)} per CPU-second"
         )
     return out
+
+
+def _scenario_target(scen: str, system: str, found: Pair) -> str:
+    r, n = found
+    if r is None or n is None:
+        return f"{scen}: not measured (needs {system} and Nchan)"
+    p99 = ratio(r["lat_ms_p99"], n["lat_ms_p99"])
+    cpu = ratio(r["server_cpu_pct"], n["server_cpu_pct"])
+    conn = ratio(r["connect_ms_p99"], n["connect_ms_p99"])
+    good = p99 is not None and p99 <= 1 and cpu is not None and cpu <= 1 and not r["lost"]
+    return (
+        f"{scen}: fan-out p99 and CPU {_verdict(good)}: p99 {_f(p99, 2)}x, CPU {_f(cpu, 2)}x "
+        f"Nchan, lost {r['lost']}, dups {r['dups']}; connect p99 "
+        f"{_verdict(conn is not None and conn <= 1)}: {_f(r['connect_ms_p99'], 1)} ms = "
+        f"{_f(conn, 2)}x Nchan"
+    )
+
+
+def _memory_target(found: Pair) -> list[str]:
+    r, n = found
+    if r is None or n is None or r["kb_per_conn"] is None:
+        return []
+    good = n["kb_per_conn"] is not None and r["kb_per_conn"] <= n["kb_per_conn"]
+    return [
+        f"KB per held connection (d): {_verdict(good)}: {r['kb_per_conn']:.1f} KB, "
+        f"Nchan {_f(n['kb_per_conn'], 1)}"
+    ]
+
+
+def _storm_targets(found: Pair) -> list[str]:
+    r, n = found
+    if r is None or n is None:
+        return []
+    storm: bool | None = None
+    if r["storm_s"] is not None and n["storm_s"] is not None:
+        storm = r["storm_s"] <= n["storm_s"]
+    cpu = ratio(r.get("storm_cpu_us_per_stream"), n.get("storm_cpu_us_per_stream"))
+    watch = r.get("watch_storm_x_quiet")
+    return [
+        f"storm recovery (e): {_verdict(storm)}: {_f(r['storm_s'], 2)} s, "
+        f"Nchan {_f(n['storm_s'], 2)} s",
+        f"storm CPU per reopened stream (e): {_verdict(None if cpu is None else cpu <= 1)}: "
+        f"{_f(r.get('storm_cpu_us_per_stream'), 0)} µs, Nchan "
+        f"{_f(n.get('storm_cpu_us_per_stream'), 0)} µs; open streams' fan-out p99 during "
+        f"the storm {_verdict(None if watch is None else watch <= 2)}: {_f(watch, 2)}x quiet",
+    ]
+
+
+def _held_target(wide: str, found: Pair) -> list[str]:
+    r, n = found
+    if r is None:
+        return []
+    good = r["connected"] >= r["clients"] and r["lost"] == 0
+    beside = f"; Nchan {n['connected']:,} held, lost {n['lost']}" if n else ""
+    return [
+        f"f ({wide}): {_verdict(good)}: {r['connected']:,}/{r['clients']:,} held, "
+        f"lost {r['lost']}{beside}"
+    ]
 
 
 def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
