@@ -40,7 +40,7 @@ class Gateway:
             latest_only=settings.latest_only,
             health_stale_after=settings.health_stale_after,
         )
-        self.opener = StreamOpener(self.relay, source, metrics)
+        self.opener = StreamOpener(self.relay, source, metrics, settings.client_buffer_bytes)
         self.relay.on_resubscribed = self.opener.resend_snapshots
         self.open_streams = 0
         self.draining = False

@@ -112,6 +112,28 @@ class GatewayMetrics:
             "subscription: summed over them)",
             registry=reg,
         )
+        self.log_filled = Counter(
+            "sse_log_filled",
+            f"logged events relayed from the event log after a resubscription{_EACH}",
+            registry=reg,
+        )
+        self.log_duplicates = Counter(
+            "sse_log_duplicates",
+            f"live logged messages skipped because a gap fill relayed them already{_EACH}",
+            registry=reg,
+        )
+        self.log_gaps = Counter(
+            "sse_log_gaps",
+            "times the event log could not prove that no event was missed (every stream got "
+            f"resync and the snapshots), by reason{_EACH}",
+            ["reason"],
+            registry=reg,
+        )
+        self.log_resumes = Counter(
+            "sse_log_resumes",
+            f"streams resumed from the event log (an id not in this process's history){_SUMMED}",
+            registry=reg,
+        )
         self.health_age = Gauge(
             "sse_health_age_seconds",
             "seconds since the newest connectome_health was relayed (since start before the "

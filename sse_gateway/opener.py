@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from connectome_core.contract import RESYNC_EVENT, snapshot_key
+from connectome_core.event_log import parse_log_event_id
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_json_event
 from sse_gateway.hub import Subscriber
+from sse_gateway.log_follower import Position
+from sse_gateway.log_resume import replay_from_log
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.relay import Relay, spawn, stop_tasks
 from sse_gateway.snapshots import SharedCall, SnapshotReader, Snapshots
@@ -37,13 +40,22 @@ RESUME, RESYNC, SNAPSHOT, PROBE = "resume", "resync", "snapshot", "probe"
 
 class Opening(NamedTuple):
     frames: list[Frame]
-    replayed: bool  # a replay from the history, not snapshots
+    replayed: bool  # a replay (from the history, or the log), not snapshots
     how: str
+    # A replay from the event log: queued logged frames at or before this the client has.
+    seen_until: tuple[int, int] | None = None
 
 
 class StreamOpener:
-    def __init__(self, relay: Relay, source: EventSource, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        source: EventSource,
+        metrics: GatewayMetrics,
+        max_replay_bytes: int = 1024 * 1024,
+    ) -> None:
         self.relay = relay
+        self.max_replay_bytes = max_replay_bytes  # a longer replay from the log is a resync
         self.source = source
         self.metrics = metrics
         # Snapshots are checked and framed once per read, however many streams share it.
@@ -73,9 +85,13 @@ class StreamOpener:
             return Opening([], False, PROBE)
         first: list[Frame] = []
         if last_id:
+            position = self.relay.log.position  # what was relayed before it subscribed
             replay = await self._resume(last_id, events)
             if replay is not None:
                 return Opening([*replay, *self._stale_extras()], True, RESUME)
+            from_log = await self._resume_from_log(last_id, events, position)
+            if from_log is not None:
+                return from_log
             first.append(RESYNC_FRAME)
         if not self.relay.redis_up:
             self.awaiting_snapshots.add(stream)  # the re-send after reconnecting is theirs too
@@ -93,9 +109,32 @@ class StreamOpener:
         up again once this process has relayed everything Redis took so far. (Another
         source of old events, when there is one, is asked after the history.)"""
         replay = self.replay_after(last_id, events)
+        if parse_log_event_id(last_id) is not None:
+            return replay  # a log id this process has not relayed: the log knows it
         if replay is None and self.relay.redis_up and await self.caught_up():
             replay = self.replay_after(last_id, events)
         return replay
+
+    async def _resume_from_log(
+        self, last_id: str, events: frozenset[str] | None, position: Position | None
+    ) -> Opening | None:
+        """A resume from the event log (an id this process's history does not hold)."""
+        try:
+            replay = await replay_from_log(
+                self.source.log, self.relay, last_id, events, position, self.max_replay_bytes
+            )
+        except SourceUnavailable as exc:
+            _stream_log.warning("log_resume", "cannot read the event log for a resume: %s", exc)
+            return None
+        if replay is None:
+            return None
+        if position is None or replay.seen_until > position.key:
+            # The client is ahead of this process: what it has must be queued (and so
+            # dropped) before the stream is released, not arrive after.
+            await self.caught_up()
+        self.metrics.log_resumes.inc()
+        frames = [*replay.frames, *self._stale_extras()]
+        return Opening(frames, True, RESUME, replay.seen_until)
 
     def replay_after(self, last_id: str, events: frozenset[str] | None) -> list[Frame] | None:
         """The frames of ``events`` relayed after ``last_id``, from the history; None when
@@ -130,8 +169,8 @@ class StreamOpener:
         used anyway (counted): a stream must not wait on a slow Redis for ever.
         """
         framed = {}
-        for event, data in (await self.source.read_snapshots()).items():
-            frame = self.relay.encode(event, snapshot_key(event), data)
+        for event, (data, stream_id) in (await self.source.read_snapshots()).items():
+            frame = self.relay.encode(event, snapshot_key(event), data, stream_id)
             if frame is not None:
                 framed[event] = frame
         # A snapshot that is the newest relayed of its type proves every older event of

@@ -3,7 +3,9 @@
 Discovery is a SCAN (a registry of event types would change the wire contract). SCAN's
 default COUNT looks at about ten keys per round trip, so on a Redis shared with a
 million other keys it asks for a thousand per round trip; the keys and the bytes read
-are capped, so a Redis full of snapshot keys cannot make one read unbounded.
+are capped, so a Redis full of snapshot keys cannot make one read unbounded. Each batch
+reads its snapshots and the event log ids that set them (``sse:log:last``) in one
+MULTI, so a snapshot never gets the id of an older publish.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from connectome_core.contract import SNAPSHOT_PREFIX, is_valid_event_name
+from connectome_core.event_log import LOG_LAST_KEY, STREAM_ID_RE
 from sse_gateway.redis_pubsub import CONNECTION_ERRORS, limited, text
-from sse_gateway.source import SourceUnavailable
+from sse_gateway.source import Snapshot, SourceUnavailable
 
 SCAN_COUNT = 1000
 MGET_BATCH = 500
@@ -20,7 +23,7 @@ MAX_SNAPSHOT_KEYS = 10_000
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
-async def read_snapshots(commands: aioredis.Redis) -> dict[str, bytes]:
+async def read_snapshots(commands: aioredis.Redis) -> dict[str, Snapshot]:
     """Event name -> its snapshot; ``SourceUnavailable`` when Redis cannot be reached."""
     try:
         return await _mget(commands, await _scan(commands))
@@ -42,13 +45,17 @@ async def _scan(commands: aioredis.Redis) -> list[bytes]:
     return keys
 
 
-async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, bytes]:
-    snapshots: dict[str, bytes] = {}
+async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, Snapshot]:
+    snapshots: dict[str, Snapshot] = {}
     total = 0
     for start in range(0, len(keys), MGET_BATCH):
         batch = keys[start : start + MGET_BATCH]
-        for key, value in zip(batch, await commands.mget(batch), strict=True):
-            event = text(key)[len(SNAPSHOT_PREFIX) :]
+        events = [text(key)[len(SNAPSHOT_PREFIX) :] for key in batch]
+        async with commands.pipeline(transaction=True) as pipe:
+            pipe.mget(batch)
+            pipe.hmget(LOG_LAST_KEY, events)
+            values, stream_ids = await pipe.execute()
+        for event, value, stream_id in zip(events, values, stream_ids, strict=True):
             if not isinstance(value, bytes) or not is_valid_event_name(event):
                 continue
             total += len(value)
@@ -59,5 +66,12 @@ async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, bytes]
                     MAX_SNAPSHOT_BYTES,
                 )
                 return snapshots
-            snapshots[event] = value
+            snapshots[event] = Snapshot(value, _stream_id(stream_id))
     return snapshots
+
+
+def _stream_id(value: object) -> str | None:
+    # Anything but a stream id (a hash written by hand) gives the snapshot a content id.
+    if isinstance(value, bytes) and STREAM_ID_RE.fullmatch(sid := value.decode("ascii", "replace")):
+        return sid
+    return None

@@ -38,6 +38,7 @@ from sse_gateway.redis_checks import (
     SubscriptionChecks,
     SubscriptionMisplaced,
 )
+from sse_gateway.redis_log import RedisLog
 from sse_gateway.redis_pubsub import (
     CONNECTION_ERRORS,
     PubSub,
@@ -50,7 +51,7 @@ from sse_gateway.redis_pubsub import (
 )
 from sse_gateway.redis_reader import SubscriptionReader
 from sse_gateway.redis_snapshots import read_snapshots
-from sse_gateway.source import SourceListener
+from sse_gateway.source import Snapshot, SourceListener
 
 # Shown by CLIENT LIST, so operators can count a gateway's connections (one
 # subscription plus a small pool for snapshot reads, whatever the clients).
@@ -105,6 +106,7 @@ class RedisSource:
             retry=Retry(NoBackoff(), retries=1),
             retry_on_error=[ConnectionError, TimeoutError],
         )
+        self.log = RedisLog(self._commands)
         self.master = Master(self.target, self._commands)
         self.echo = Echo(self._commands, catch_up_timeout)
         self.check_subscription = SubscriptionCheck(self.target, self.master, self.echo)
@@ -202,7 +204,7 @@ class RedisSource:
         (an echo through the private channel); False when that cannot be told in time."""
         return await self.echo.caught_up()
 
-    async def read_snapshots(self) -> dict[str, bytes]:
+    async def read_snapshots(self) -> dict[str, Snapshot]:
         return await read_snapshots(self._commands)
 
     async def aclose(self) -> None:

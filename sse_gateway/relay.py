@@ -18,13 +18,20 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 from connectome_core.backoff import Backoff
-from connectome_core.contract import HEALTH_EVENT, PING_EVENT, RESERVED_EVENTS, event_from_channel
-from connectome_core.event_log import LOG_ID_CHANNEL
+from connectome_core.contract import (
+    CHANNEL_PREFIX,
+    HEALTH_EVENT,
+    PING_EVENT,
+    RESERVED_EVENTS,
+    event_from_channel,
+)
+from connectome_core.event_log import LOG_ID_CHANNEL, log_event_id
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.health_watch import HealthWatch, payload_ts
 from sse_gateway.history import History, event_id
 from sse_gateway.hub import Hub
+from sse_gateway.log_follower import GAP_FRAME, LogFollower
 from sse_gateway.metrics import GatewayMetrics
 from sse_gateway.source import EventSource
 
@@ -58,8 +65,17 @@ class Relay:
         self.health = HealthWatch(health_stale_after)
         # Lines that bad input can repeat go through here: one per reason per interval.
         self.drop_log = RateLimitedLog(log)
-        # Called after every new subscription but the first (a resumed one lost nothing).
+        # Called after every new subscription but the first (a resumed one lost nothing),
+        # once the gap is filled from the event log.
         self.on_resubscribed: Callable[[], None] = lambda: None
+        self.log = LogFollower(
+            source.log,
+            self.relay_logged,
+            self._log_gap,
+            lambda: self.on_resubscribed(),
+            self.latest_only,
+            self._count_log,
+        )
         self._subscribed = False
         self._failed: set[str] = set()  # supervised tasks that ended and wait for a restart
         self._connected_once = False
@@ -103,6 +119,7 @@ class Relay:
                 self._publish_up()
 
     async def stop(self, timeout: float = 2.0) -> None:
+        self.log.stop()
         await stop_tasks(self._tasks, timeout)
         await self.source.aclose()
 
@@ -112,21 +129,42 @@ class Relay:
     # -- SourceListener ----------------------------------------------------
     def on_message(self, channel: str, data: bytes) -> None:
         try:
-            self._relay(channel, data)
+            follower = self.log
+            if channel == LOG_ID_CHANNEL:  # the event log's id marker: not an event
+                follower.marker(data)
+                return
+            stream_id = follower.take_marker(channel)
+            if follower.holding:  # a gap fill runs: live messages come after it
+                follower.hold(channel, data, stream_id)
+                return
+            self._relay(channel, data, stream_id)
         except Exception as exc:  # one bad message never ends the reader
-            self.metrics.events_dropped.labels("internal").inc()
-            # A bug's traceback is worth one line, not one per message: only with the
-            # line the limiter lets out.
-            if self.drop_log.log(
-                logging.ERROR, "internal", "dropped message on %r: %r", channel[:100], exc
-            ):
-                log.error("traceback of the drop above", exc_info=exc)
+            self._internal_drop(channel, exc)
 
-    def _relay(self, channel: str, data: bytes) -> None:
-        if channel == LOG_ID_CHANNEL:  # the event log's id marker: not an event, not a drop
-            return
+    def relay_logged(self, channel: str, data: bytes, stream_id: str | None) -> None:
+        """A message from the gap fill, or held behind it: relayed as if it came live."""
+        try:
+            self._relay(channel, data, stream_id)
+        except Exception as exc:
+            self._internal_drop(channel, exc)
+
+    def _internal_drop(self, channel: str, exc: Exception) -> None:
+        self.metrics.events_dropped.labels("internal").inc()
+        # A bug's traceback is worth one line, not one per message: only with the
+        # line the limiter lets out.
+        if self.drop_log.log(
+            logging.ERROR, "internal", "dropped message on %r: %r", channel[:100], exc
+        ):
+            log.error("traceback of the drop above", exc_info=exc)
+
+    def _relay(self, channel: str, data: bytes, stream_id: str | None = None) -> None:
+        if stream_id is not None:
+            if not self.log.is_new(stream_id):
+                return  # a gap fill relayed it already
+            # Relayed or dropped, it is behind us: the log position moves on either way.
+            self.log.relayed(stream_id, channel[len(CHANNEL_PREFIX) :], data)
         # Everything that can drop a message runs here, before it reaches anyone.
-        framed = self.frame(channel, data)
+        framed = self.frame(channel, data, stream_id)
         if framed is None:
             return
         event, frame = framed
@@ -167,9 +205,12 @@ class Relay:
             self._live_watch.remove(live)
 
     def on_connected(self, resumed: bool = False) -> None:
-        if self._connected_once and not resumed:
-            self.metrics.redis_reconnects.inc()
-            self.on_resubscribed()  # a change made while we were away must not be missed
+        if not resumed:
+            if self._connected_once:
+                self.metrics.redis_reconnects.inc()
+            # Before the subscription delivers anything: a fill holds what comes live.
+            # on_resubscribed follows the fill (a change made while away is not missed).
+            self.log.subscribed(first=not self._connected_once)
         self._connected_once = True
         self._subscribed = True
         self._publish_up()
@@ -178,22 +219,43 @@ class Relay:
         self._subscribed = False
         self._publish_up()
 
+    def _log_gap(self, reason: str) -> None:
+        """The event log cannot prove nothing was missed: resync for every stream."""
+        self.metrics.log_gaps.labels(reason).inc()
+        log.warning(
+            "the event log cannot prove that no event was missed (%s): resync and "
+            "snapshots for every stream",
+            reason,
+        )
+        self.history.clear()  # a resume across the gap must not look complete
+        self.hub.broadcast(GAP_FRAME)
+
+    def _count_log(self, what: str, count: int) -> None:
+        counter = self.metrics.log_filled if what == "filled" else self.metrics.log_duplicates
+        counter.inc(count)
+
     def _publish_up(self) -> None:
         self.metrics.redis_up.set(1 if self.redis_up else 0)
 
     # -- framing at the boundary -------------------------------------------
-    def frame(self, channel: str, data: bytes) -> tuple[str, Frame] | None:
+    def frame(
+        self, channel: str, data: bytes, stream_id: str | None = None
+    ) -> tuple[str, Frame] | None:
         """The event name and its frame, or None (counted and logged) when the message is bad."""
         event = event_from_channel(channel)
         if event is None:
             self._drop("bad_event_name", channel, len(data))
             return None
-        frame = self.encode(event, channel, data)
+        frame = self.encode(event, channel, data, stream_id)
         return None if frame is None else (event, frame)
 
-    def encode(self, event: str, origin: str, data: bytes) -> Frame | None:
+    def encode(
+        self, event: str, origin: str, data: bytes, stream_id: str | None = None
+    ) -> Frame | None:
         """``data`` of ``event`` framed with its id, or None (counted and logged) when it
-        may not go out; ``origin`` (a channel or a snapshot key) names it in the log."""
+        may not go out; ``origin`` (a channel or a snapshot key) names it in the log. The
+        id comes from its event log entry (``stream_id``) when it has one, else from its
+        content."""
         if event in RESERVED_EVENTS:  # only the gateway makes these: clients trust them
             self._drop("reserved", origin, len(data))
             return None
@@ -205,7 +267,7 @@ class Relay:
         except UnicodeDecodeError:
             self._drop("invalid_utf8", origin, len(data))
             return None
-        ident = event_id(event, data)
+        ident = event_id(event, data) if stream_id is None else log_event_id(stream_id, event, data)
         conflate = event if event in self.latest_only else None
         return Frame(encode_event(event, text, ident), ident, conflate, event)
 

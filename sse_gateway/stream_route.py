@@ -206,7 +206,7 @@ class StreamEndpoint:
             writer, stream.events, request.last_event_id, request.probe
         )
         self.lines.opened(stream.peer, stream.sub, stream.events, opening.how)
-        writer.release(opening.frames, opening.replayed)
+        writer.release(opening.frames, opening.replayed, opening.seen_until)
 
     def _reserve(self) -> str | None:
         """Take a stream slot now, or the 503 message that says why not."""

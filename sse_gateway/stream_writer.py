@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
+from connectome_core.event_log import parse_log_event_id, stream_id_key
 from sse_gateway.framing import Frame
 
 # Consecutive opening frames smaller than this together are written as one body: a
@@ -190,13 +191,20 @@ class StreamWriter:
         self._pending_bytes = 0
         self._exempt = 0
 
-    def release(self, first: Sequence[Frame], replayed: bool = False) -> None:
+    def release(
+        self,
+        first: Sequence[Frame],
+        replayed: bool = False,
+        seen_until: tuple[int, int] | None = None,
+    ) -> None:
         """End holding: write ``first`` (the snapshots, or a replay when ``replayed``),
         then what queued meanwhile and is newer.
 
-        Of the queued frames, after a replay only those without an id stay (every one
-        with an id was relayed before the replay was taken from the history); after
-        snapshots, per type, the live copy of its snapshot and what queued before it go.
+        Of the queued frames, after a replay from the history only those without an id
+        stay (every one with an id was relayed before the replay was taken); after a
+        replay from the event log, all but logged ones at or before ``seen_until`` (the
+        replay or the client has those); after snapshots, per type, the live copy of its
+        snapshot and what queued before it go.
         Written like live frames, one by one: once a write stalls, the rest waits within
         ``max_bytes`` (one frame is always taken), or the client is cut."""
         self._holding = False
@@ -211,7 +219,9 @@ class StreamWriter:
                 except Exception:
                     self._broken()
             return
-        if replayed:
+        if seen_until is not None:
+            queued = [frame for frame in held if not _logged_by(frame, seen_until)]
+        elif replayed:
             queued = [frame for frame in held if frame.event_id is None]
         else:
             queued = _newer_than(first, held)
@@ -334,6 +344,12 @@ class StreamWriter:
         """Let a write that is still under way finish (used before the handler returns)."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+
+
+def _logged_by(frame: Frame, position: tuple[int, int]) -> bool:
+    """Whether ``frame`` is a logged event at or before ``position`` in the event log."""
+    parsed = parse_log_event_id(frame.event_id) if frame.event_id else None
+    return parsed is not None and stream_id_key(parsed[0]) <= position
 
 
 def _newer_than(snapshots: Sequence[Frame], queued: list[Frame]) -> list[Frame]:

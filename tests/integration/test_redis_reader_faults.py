@@ -26,6 +26,7 @@ from sse_gateway.opener import StreamOpener
 from sse_gateway.redis_snapshots import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_KEYS
 from sse_gateway.redis_source import RedisSource
 from sse_gateway.relay import Relay
+from sse_gateway.source import Snapshot
 from tests.support.subscribers import Recorder
 
 
@@ -108,7 +109,7 @@ class GatedSource(RedisSource):
         self.reads_held = 0
         self.reads_done = 0
 
-    async def read_snapshots(self) -> dict[str, bytes]:
+    async def read_snapshots(self) -> dict[str, Snapshot]:
         snapshots = await super().read_snapshots()
         self.reads_held += 1
         await self.gate.wait()
@@ -243,7 +244,7 @@ async def test_regression_snapshot_scan_uses_few_round_trips(redis_server: Redis
         redis_client.config_resetstat()
         source = RedisSource(redis_server.url)
         try:
-            assert await source.read_snapshots() == {"a": b"1", "b": b"2"}
+            assert await source.read_snapshots() == {"a": (b"1", None), "b": (b"2", None)}
         finally:
             await source.aclose()
         scans = redis_client.info("commandstats")["cmdstat_scan"]["calls"]

@@ -15,7 +15,9 @@ authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
   ``cli_publish``, with FCALL instead of EVAL.
 - ``gateway``: PSUBSCRIBE ``sse:*`` (and PUNSUBSCRIBE when it closes), PING
   (the silence check), SCAN + MGET/GET ``sse:last:*`` (snapshots, read only:
-  ``%R~``), CLIENT SETNAME (its clients are named), and its echo: SUBSCRIBE
+  ``%R~``) with HMGET ``sse:log:last`` in the same MULTI/EXEC (the log ids of the
+  snapshots), XRANGE/XREVRANGE/XINFO STREAM on ``sse:log`` (gap fill and resume, read
+  only), CLIENT SETNAME (its clients are named), and its echo: SUBSCRIBE
   (UNSUBSCRIBE on close) and PUBLISH on its private channel
   ``connectome:gateway:echo:<host>-<pid>-<random>`` (sse_gateway/redis_checks.py).
 - ``gateway_auth``: the gateway with authentication on (``SSE_AUTH_SECRET``):
@@ -57,7 +59,15 @@ GATEWAY = (
     "+get",
     "+client|setname",
     "+publish",
+    "+multi",
+    "+exec",
+    "+hmget",
+    "+xrange",
+    "+xrevrange",
+    "+xinfo|stream",
     "%R~sse:last:*",  # %R: read only (Redis >= 7.0)
+    "%R~sse:log",
+    "%R~sse:log:last",
     "&sse:*",
     GATEWAY_ECHO_CHANNELS,
 )
