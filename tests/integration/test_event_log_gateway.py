@@ -120,6 +120,8 @@ async def test_a_resume_from_a_trimmed_log_id_gets_resync_unknown_id(
         # The ~ trim removes whole stream nodes: the first entry has really gone.
         assert client.xrange(LOG_KEY, first_sid, first_sid) == []
         assert client.xlen(LOG_KEY) < 300
+        kept_sid = kept.split(".")[0]
+        assert len(client.xrange(LOG_KEY, kept_sid, kept_sid)) == 1  # the control's id is kept
     gateway = start_gateway(redis_server.url).wait_ready()
     url = gateway.url + "/api/sse?events=note"
     async with open_resuming(url, first) as trimmed:
