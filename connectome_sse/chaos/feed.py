@@ -1,8 +1,9 @@
 """What chaos puts into Redis and what it watches there while a scenario runs.
 
-``SeqFeed`` publishes numbered events and records which every expected gateway
-received (only those a client must get); ``HealthWatch`` follows the health
-channel itself, so a stale payload is seen even when no client would show it.
+``SeqFeed`` publishes numbered events through the event log (``chaos_seq``) and
+the same numbers as a raw PUBLISH (``chaos_raw``), and records what Redis said to
+each; ``HealthWatch`` follows the health channel itself, so a stale payload is seen
+even when no client would show it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from connectome_core.contract import HEALTH_EVENT, channel_for
 from connectome_core.redis_connect import async_client
 from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.browser import health_ts
-from connectome_sse.localrun.seq_publisher import RedisEvents, SeqPublisher
+from connectome_sse.localrun.seq_publisher import ChannelOnly, RedisEvents, SeqPublisher
 
-SEQ_EVENT = "chaos_seq"
+SEQ_EVENT = "chaos_seq"  # through the log: the project's publish (connectome_core.publishing)
+RAW_EVENT = "chaos_raw"  # the same numbers by a bare PUBLISH: no log entry, no snapshot
 # A publish that hangs (a frozen Redis) is given up after this, its outcome unknown.
 PUBLISH_TIMEOUT_S = 1.0
 
@@ -41,21 +43,28 @@ class Published:
         """True when every expected gateway got it, so every client must."""
         return self.receivers is not None and self.receivers >= self.expected > 0
 
+    @property
+    def accepted(self) -> bool:
+        """True when Redis answered the publish: for a logged one, the log has it."""
+        return self.receivers is not None
+
 
 @dataclass
 class SeqFeed:
     url: str
     expected: Callable[[], int]
     rate: float = 10.0
-    records: list[Published] = field(default_factory=list)
+    records: list[Published] = field(default_factory=list)  # the logged ``SEQ_EVENT``
+    raw_records: list[Published] = field(default_factory=list)  # ``RAW_EVENT``, same numbers
 
     def __post_init__(self) -> None:
         self._client = redis_client(self.url, PUBLISH_TIMEOUT_S)
+        refused = (RedisError, OSError, TimeoutError)
         self.publisher = SeqPublisher(
-            RedisEvents(self._client),
-            SEQ_EVENT,
-            refused=(RedisError, OSError, TimeoutError),
-            timeout=PUBLISH_TIMEOUT_S * 2,
+            RedisEvents(self._client), SEQ_EVENT, refused=refused, timeout=PUBLISH_TIMEOUT_S * 2
+        )
+        self.raw = SeqPublisher(
+            ChannelOnly(self._client), RAW_EVENT, refused=refused, timeout=PUBLISH_TIMEOUT_S * 2
         )
 
     @property
@@ -63,8 +72,15 @@ class SeqFeed:
         return self.publisher.next - 1
 
     async def publish_one(self) -> Published:
-        seq, at, expected = self.publisher.next, time.monotonic(), self.expected()
-        receivers = await self.publisher.publish()
+        """Number n as a raw PUBLISH, then through the log. Raw first: both reach a gateway
+        on its one subscription, in order, so a client holding logged n has had raw n or
+        never will (the figures count raw n only once the logged n is settled)."""
+        seq = self.publisher.next
+        raw_at, raw_expected = time.monotonic(), self.expected()
+        raw = await self.raw.publish(seq)
+        self.raw_records.append(Published(seq, raw_at, raw, raw_expected))
+        at, expected = time.monotonic(), self.expected()
+        receivers = await self.publisher.publish(seq)
         record = Published(seq, at, receivers, expected)
         self.records.append(record)
         return record
@@ -77,6 +93,9 @@ class SeqFeed:
 
     def since(self, seq: int) -> list[Published]:
         return [r for r in self.records if r.seq >= seq]
+
+    def raw_since(self, seq: int) -> list[Published]:
+        return [r for r in self.raw_records if r.seq >= seq]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -45,7 +45,7 @@ FILL_EVENT = "chaos_fill"  # large events the stuck clients' pipes fill with
 STORM_MS_PER_CLIENT = 2.0
 
 
-# --- Redis killed (kill -9) and restarted on the same port, empty ------------------------
+# --- Redis killed (kill -9) and restarted on the same port, its data kept (AOF) --------
 
 
 def redis_kill_limits(s: Settings, clients: int) -> Limits:
@@ -341,7 +341,7 @@ async def sentinel_failover(ctx: Context) -> Injected:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("redis-kill", "Redis kill -9, restarted empty", redis_kill_limits, redis_kill),
+        Scenario("redis-kill", "Redis kill -9, restarted (AOF)", redis_kill_limits, redis_kill),
         Scenario(
             "redis-freeze",
             f"Redis SIGSTOP {WATCHDOG_S + MARGIN_S:g} s (past the watchdog), SIGCONT",
