@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -20,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from connectome_core.contract import HEALTH_EVENT, channel_for
+from connectome_core.event_log import LOG_KEY
 from connectome_core.redis_connect import async_client
 from connectome_core.redis_target import parse_redis_url
 from connectome_sse.localrun.browser import health_ts
@@ -29,6 +32,11 @@ SEQ_EVENT = "chaos_seq"  # through the log: the project's publish (connectome_co
 RAW_EVENT = "chaos_raw"  # the same numbers by a bare PUBLISH: no log entry, no snapshot
 # A publish that hangs (a frozen Redis) is given up after this, its outcome unknown.
 PUBLISH_TIMEOUT_S = 1.0
+# Numbered events published back to back right after a cut, while the gateways are
+# resubscribing: what the log must fill (a steady 10/s alone rarely falls in that gap).
+GAP_PROBES = 3
+LOG_PAGE = 1000  # entries read per XRANGE when checking what the log still holds
+LogPage = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE's answer (the client decodes nothing)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class SeqFeed:
         self.raw = SeqPublisher(
             ChannelOnly(self._client), RAW_EVENT, refused=refused, timeout=PUBLISH_TIMEOUT_S * 2
         )
+        # The steady loop and a scenario's probes both publish: one number at a time.
+        self._turn = asyncio.Lock()
 
     @property
     def last_seq(self) -> int:
@@ -75,15 +85,21 @@ class SeqFeed:
         """Number n as a raw PUBLISH, then through the log. Raw first: both reach a gateway
         on its one subscription, in order, so a client holding logged n has had raw n or
         never will (the figures count raw n only once the logged n is settled)."""
-        seq = self.publisher.next
-        raw_at, raw_expected = time.monotonic(), self.expected()
-        raw = await self.raw.publish(seq)
-        self.raw_records.append(Published(seq, raw_at, raw, raw_expected))
-        at, expected = time.monotonic(), self.expected()
-        receivers = await self.publisher.publish(seq)
-        record = Published(seq, at, receivers, expected)
-        self.records.append(record)
-        return record
+        async with self._turn:
+            seq = self.publisher.next
+            raw_at, raw_expected = time.monotonic(), self.expected()
+            raw = await self.raw.publish(seq)
+            self.raw_records.append(Published(seq, raw_at, raw, raw_expected))
+            at, expected = time.monotonic(), self.expected()
+            receivers = await self.publisher.publish(seq)
+            record = Published(seq, at, receivers, expected)
+            self.records.append(record)
+            return record
+
+    async def probe_gap(self) -> None:
+        """``GAP_PROBES`` numbers at once, between the steady ones (right after a cut)."""
+        for _ in range(GAP_PROBES):
+            await self.publish_one()
 
     async def run(self) -> None:
         while True:
@@ -96,6 +112,28 @@ class SeqFeed:
 
     def raw_since(self, seq: int) -> list[Published]:
         return [r for r in self.raw_records if r.seq >= seq]
+
+    async def dropped_from_log(self, first: int, last: int) -> int | None:
+        """Publishes of ``first``..``last`` the log accepted but no longer holds (a failover
+        that lost the newest writes, a Redis that came back empty): no gateway can fill
+        those. None when the log cannot be read."""
+        accepted = {r.seq for r in self.records if r.accepted and first <= r.seq <= last}
+        held: set[int] = set()
+        client = redis_client(self.url, 5.0)
+        try:
+            start = "-"
+            while page := cast(LogPage, await client.xrange(LOG_KEY, start, "+", count=LOG_PAGE)):
+                held.update(
+                    json.loads(fields[b"data"])["seq"]
+                    for _, fields in page
+                    if fields.get(b"event") == SEQ_EVENT.encode()
+                )
+                start = "(" + page[-1][0].decode()
+        except (RedisError, OSError, ValueError, KeyError):
+            return None
+        finally:
+            await client.aclose()
+        return len(accepted - held)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -265,6 +265,8 @@ class Runner:
         )
         figures.peak_rss_mib = round(rss.peak, 1)
         figures.extra.update(injected.extra)
+        dropped = await self.feed.dropped_from_log(first_seq, last_seq)
+        figures.extra["log_dropped"] = "unknown" if dropped is None else dropped
         return figures
 
     async def _until_fresh(

@@ -90,6 +90,7 @@ def client_kill_limits(s: Settings, clients: int) -> Limits:
 async def client_kill(ctx: Context) -> Injected:
     async with ctx.redis() as client:
         killed = await client.client_kill_filter(_type="pubsub")
+    await ctx.feed.probe_gap()
     return Injected.now(extra={"subscriptions_killed": int(killed)})
 
 
@@ -140,6 +141,7 @@ async def output_buffer(ctx: Context) -> Injected:
                 sent += BULK_BATCH
         finally:
             await client.config_set("client-output-buffer-limit", DEFAULT_PUBSUB_LIMIT)
+    await ctx.feed.probe_gap()
     injected = Injected.now(
         extra={
             "output_buffer_cuts": _obl_cuts(ctx) - before,
