@@ -80,6 +80,17 @@ class Context:
         return redis_client(self.topology.redis_url, 5.0)
 
 
+async def probe_gap(ctx: Context, cut_at: float) -> tuple[tuple[float, float], ...]:
+    """Numbered events right after a cut (``feed.probe_gap``): what the log must fill.
+
+    Returns the window from ``cut_at`` to the last of them, for the pub/sub figure to
+    excuse: Redis may still count a subscription it is closing among a PUBLISH's
+    receivers (seen after CLIENT KILL), so "every gateway received it" is not proof there.
+    """
+    await ctx.feed.probe_gap()
+    return ((cut_at, time.monotonic()),)
+
+
 Inject = Callable[[Context], Awaitable[Injected]]
 LimitsFor = Callable[[Settings, int], Limits]
 
