@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds between ramp and publishing")
     p.add_argument("--drain", type=float, default=20.0, help="max seconds to wait after publishing")
     p.add_argument("--streams-per-process", type=int, default=8000, help="load client split")
+    p.add_argument(
+        "--through-log",
+        action="store_true",
+        help="publish to the Redis-fed systems (gateway, naive) through the event log "
+        "(EVALSHA of the logged-publish script: log entry, snapshot, id marker, PUBLISH) "
+        "instead of a bare PUBLISH; their rows are named <system>-log. Nchan: HTTP as always",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the gateway while it publishes")
     p.add_argument(
         "--profile-native", action="store_true", help="with --profile: C frames too (slows it)"
@@ -148,7 +155,13 @@ def rotated(items: list[str], by: int) -> list[str]:
 
 
 def run_one(
-    scen, system_name: str, redis_server, opts, profile, before_tree: Path | None = None
+    scen,
+    system_name: str,
+    redis_server,
+    opts,
+    profile,
+    before_tree: Path | None = None,
+    through_log: bool = False,
 ) -> dict[str, Any]:
     """Start the system, measure, stop it. A failure becomes a result with an `error`."""
     from bench.ceiling import measure_ceiling
@@ -158,7 +171,9 @@ def run_one(
     redis_server.flush()
     system = None
     try:
-        system = start_system(system_name, redis_server, before_tree=before_tree)
+        system = start_system(
+            system_name, redis_server, before_tree=before_tree, through_log=through_log
+        )
         how = measure_ceiling if scen.ceiling_rates else measure
         return how(LoadRun(scen, system, redis_server, opts, profile))
     except Exception as e:  # one failed run must not end the others
@@ -283,8 +298,17 @@ class BenchRun:
             if args.profile and system_name.startswith("gateway")
             else None
         )
-        result = run_one(scen, system_name, redis_server, opts, profile, self.before_tree)
-        result.update(repeat=rep + 1, started=self.stamp, commit=self.commit)
+        from bench.systems import publish_path
+
+        result = run_one(
+            scen, system_name, redis_server, opts, profile, self.before_tree, args.through_log
+        )
+        result.update(
+            repeat=rep + 1,
+            started=self.stamp,
+            commit=self.commit,
+            publish=publish_path(system_name, args.through_log),
+        )
         if system_name.endswith("-before"):
             result["code_commit"] = args.before
         self.results.append(result)

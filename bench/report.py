@@ -2,6 +2,8 @@
 
 Repeats of a (scenario, system) pair: the median, except `lost` and `dups` (the
 worst) and `connected` (the fewest). The reference is the scenario's Nchan system.
+A run fed through the event log (`--through-log`) is its own system, `<system>-log`,
+set beside the same system fed by a bare PUBLISH when both were measured.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bench.publisher import PUBLISH_PATHS
 from bench.stats import median, ratio
 
 SYSTEM_ORDER = (
@@ -27,15 +30,35 @@ NUMERIC_MEDIAN = (
 WORST = ("lost", "dups", "dropped_streams", "clients_with_loss")
 
 
+LOG_SUFFIX = "-log"  # a system fed through the event log
+
+
 def _key(name: str) -> tuple[int, str]:
-    return (SYSTEM_ORDER.index(name) if name in SYSTEM_ORDER else len(SYSTEM_ORDER), name)
+    base = name.removesuffix(LOG_SUFFIX)  # right after the same system fed by PUBLISH
+    return (SYSTEM_ORDER.index(base) if base in SYSTEM_ORDER else len(SYSTEM_ORDER), name)
+
+
+def system_label(result: dict[str, Any]) -> str:
+    """The system a result is shown as: `<system>-log` when fed through the event log."""
+    return str(result["system"]) + (LOG_SUFFIX if result.get("publish") == "log" else "")
+
+
+def publishing(results: Iterable[dict[str, Any]]) -> str:
+    """One line: how the measured events entered each kind of system in these results."""
+    paths: dict[str, set[str]] = {}
+    for r in results:
+        # Runs from before the results said: a bare PUBLISH, or Nchan's HTTP.
+        path = r.get("publish") or ("http" if r["system"].startswith("nchan") else "raw")
+        paths.setdefault(PUBLISH_PATHS.get(path, path), set()).add(system_label(r))
+    described = [f"{how} ({', '.join(sorted(names, key=_key))})" for how, names in paths.items()]
+    return "Events published by: " + "; ".join(described) + "."
 
 
 def aggregate(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (scenario, system), in scenario then system order."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["scenario"], r["system"]), []).append(r)
+        groups.setdefault((r["scenario"], system_label(r)), []).append(r)
     rows = []
     for (scen, system), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], *_key(kv[0][1]))):
         ok = [r for r in runs if "error" not in r]
@@ -245,6 +268,21 @@ def auth_table(rows: list[dict[str, Any]]) -> str:
     return paired_table(rows, "-auth", AUTH_COST, reference_first=False)
 
 
+LOG_COST = (
+    ("connect p99 ms", "connect_ms_p99", 1),
+    ("fan-out p50 ms", "lat_ms_p50", 1),
+    ("fan-out p99 ms", "lat_ms_p99", 1),
+    ("server CPU %", "server_cpu_pct", 0),
+    ("Redis CPU %", "redis_cpu_pct", 0),
+    ("ceiling events/s", "ceiling_events_per_s", 0),
+)
+
+
+def log_table(rows: list[dict[str, Any]]) -> str:
+    """Each system beside its `-log` run: fed by a bare PUBLISH -> through the log (ratio)."""
+    return paired_table(rows, LOG_SUFFIX, LOG_COST, reference_first=False)
+
+
 Row = dict[str, Any]
 Pair = tuple[Row | None, Row | None]
 
@@ -264,7 +302,8 @@ def targets(rows: list[Row], system: str = "gateway-2w") -> list[str]:
     out = [_scenario_target(scen, system, pair(scen)) for scen in ("a", "b", "c", "d", "e")]
     out += _memory_target(pair("d"))
     out += _storm_targets(pair("e"))
-    wide = system.rsplit("-", 1)[0] + "-4w"
+    base = system.removesuffix(LOG_SUFFIX)
+    wide = base.rsplit("-", 1)[0] + "-4w" + system[len(base) :]
     out += _held_target(wide, pair("f", wide))
     for name, r in sorted(by_scen.get("g", {}).items(), key=lambda kv: _key(kv[0])):
         out.append(
@@ -335,12 +374,19 @@ def _held_target(wide: str, found: Pair) -> list[str]:
 
 def render(results: list[dict[str, Any]], system: str = "gateway-2w") -> str:
     rows = aggregate(results)
-    parts = [main_table(rows), "", ratio_table(rows)]
-    extras = (storm_table(rows), ceiling_table(rows), before_after_table(rows), auth_table(rows))
+    parts = [publishing(results), "", main_table(rows), "", ratio_table(rows)]
+    extras = (
+        storm_table(rows),
+        ceiling_table(rows),
+        before_after_table(rows),
+        auth_table(rows),
+        log_table(rows),
+    )
     for extra in extras:
         if extra:
             parts += ["", extra]
-    if any(r["system"] == system for r in rows):
-        parts += ["", f"Targets against Nchan for {system}:"]
-        parts += [f"- {t}" for t in targets(rows, system)]
+    for name in (system, system + LOG_SUFFIX):
+        if any(r["system"] == name for r in rows):
+            parts += ["", f"Targets against Nchan for {name}:"]
+            parts += [f"- {t}" for t in targets(rows, name)]
     return "\n".join(parts)

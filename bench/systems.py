@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
-from bench.publisher import HttpPublisher, Publisher, RedisPublisher
+from bench.publisher import HttpPublisher, LoggedPublisher, Publisher, RedisPublisher
 from connectome_sse.localrun.ports import free_port
 from connectome_sse.localrun.processes import ManagedProcess, console_script, never
 from connectome_sse.localrun.redis_server import RedisServer
@@ -29,6 +29,7 @@ REPO_DIR = BENCH_DIR.parent
 RUN_DIR = BENCH_DIR / "run"
 LOG_DIR = BENCH_DIR / "logs"
 CHANNEL = "sse:connectome_health"
+EVENT = CHANNEL.removeprefix("sse:")
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 
 
@@ -175,13 +176,30 @@ def gateway_available() -> bool:
         return False
 
 
+def publish_path(name: str, through_log: bool) -> str:
+    """How system `name` gets its events (a key of `PUBLISH_PATHS`): Nchan by HTTP, the
+    others by Redis, through the event log with `through_log`."""
+    if parse_system(name)[0] == "nchan":
+        return "http"
+    return "log" if through_log else "raw"
+
+
+def redis_publisher(redis_url: str, through_log: bool) -> Callable[[], Publisher]:
+    """A factory of the publisher of a Redis-fed system (called in the publishing loop)."""
+    if through_log:
+        return lambda: LoggedPublisher(redis_url, EVENT)
+    return lambda: RedisPublisher(redis_url, CHANNEL)
+
+
 def start_system(
     name: str,
     redis_server: RedisServer,
     ready_timeout_s: float = 60.0,
     before_tree: Path | None = None,
+    through_log: bool = False,
 ) -> RunningSystem:
-    """Start system `name`; a '-before' gateway runs the code checked out in `before_tree`."""
+    """Start system `name` (a '-before' gateway: the code in `before_tree`), to be fed by
+    a bare PUBLISH or, `through_log`, through the event log."""
     kind, workers = parse_system(name)
     name = canonical_name(name)
     port = free_port()
@@ -210,8 +228,7 @@ def start_system(
             "--max-streams-per-client", "0",
         ]  # fmt: skip
         env["SSE_LOG_LEVEL"] = "warning"
-        # Every event counts (Nchan delivers every one): no latest-only conflation of
-        # the measured type, which the product applies to connectome_health by default.
+        # Every event counts, as with Nchan: no latest-only conflation (health's default).
         env["SSE_LATEST_ONLY"] = ""
         if kind.endswith(AUTH_SUFFIX):
             env["SSE_AUTH_SECRET"], headers = _auth()
@@ -232,7 +249,7 @@ def start_system(
     except BaseException:
         proc.stop()
         raise
-    publisher = lambda: RedisPublisher(redis_server.url, CHANNEL)  # noqa: E731
+    publisher = redis_publisher(redis_server.url, through_log)
     return RunningSystem(name, port, proc, publisher, headers=headers)
 
 
@@ -244,9 +261,7 @@ def _auth() -> tuple[str, tuple[tuple[str, str], ...]]:
     from connectome_core.tokens import TokenVerifier
 
     secret = secrets.token_urlsafe(48)
-    token = TokenVerifier(secret.encode()).mint(
-        ttl=3600, sub="bench", events=[CHANNEL.removeprefix("sse:")]
-    )
+    token = TokenVerifier(secret.encode()).mint(ttl=3600, sub="bench", events=[EVENT])
     return secret, (("Authorization", f"Bearer {token}"),)
 
 

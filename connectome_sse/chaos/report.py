@@ -17,6 +17,9 @@ HEADER = (
     "recovery",
     "lost",
     "dups",
+    "log lost / silent / dups / reord",
+    "raw lost",
+    "resync",
     "never back",
     "cut",
     "stale",
@@ -25,8 +28,13 @@ HEADER = (
 )
 NOTE = (
     "limit: recovery = time until every client has fresh health again; lost, dups, "
-    "never back, stale and cut must be 0 unless the limit says otherwise."
+    "never back, stale and cut must be 0 unless the limit says otherwise. "
+    "log: the numbered events published through the event log, each one Redis accepted "
+    "owed to every stream once and in order (silent: lost with no resync after it); "
+    "raw lost: the same numbers as a bare PUBLISH, for comparison; both are reported, "
+    "held only where the limit names them."
 )
+LOG_LIMITS = ("log_lost", "log_silent", "log_duplicates", "log_reordered")
 
 
 def limit_text(row: Row) -> str:
@@ -38,6 +46,10 @@ def limit_text(row: Row) -> str:
         parts.append("cut any")
     if limits.lost is None:
         parts.append("lost any")
+    for name in LOG_LIMITS:
+        held = getattr(limits, name)
+        if held is not None:
+            parts.append(f"{name.replace('_', ' ')} <= {held}")
     if limits.peak_rss_mib is not None:
         parts.append(f"RSS <= {limits.peak_rss_mib:.0f} MiB")
     if limits.rss_growth_mib is not None:
@@ -52,6 +64,9 @@ def cells(row: Row) -> list[str]:
         recovery,
         str(f.lost),
         str(f.duplicates + f.reordered),
+        f"{f.log_lost} / {f.log_silent} / {f.log_duplicates} / {f.log_reordered}",
+        str(f.raw_lost),
+        str(f.resyncs),
         f"{f.never_back}/{f.clients}",
         str(f.cut),
         str(f.stale),

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from connectome_core.tokens import TokenVerifier
-from connectome_sse.chaos.feed import SEQ_EVENT, HealthWatch, SeqFeed
+from connectome_sse.chaos.feed import RAW_EVENT, SEQ_EVENT, HealthWatch, SeqFeed
 from connectome_sse.chaos.figures import Figures, Window, measure
 from connectome_sse.chaos.rss import rss_mib
 from connectome_sse.chaos.scenario_kit import (
@@ -58,7 +58,10 @@ def verdict(limits: Limits, figures: Figures) -> list[str]:
             reasons.append(f"recovery never: {figures.never_back} clients without fresh health")
         elif figures.recovery_s > limits.recovery_s:
             reasons.append(f"recovery {figures.recovery_s:g} s > {limits.recovery_s:g} s")
-    for name in ("lost", "duplicates", "reordered", "never_back", "stale", "cut"):
+    for name in (
+        *("lost", "duplicates", "reordered", "never_back", "stale", "cut"),
+        *("log_lost", "log_silent", "log_duplicates", "log_reordered"),
+    ):
         limit, value = getattr(limits, name), getattr(figures, name)
         if limit is not None and value > limit:
             reasons.append(f"{name} {value} > {limit}")
@@ -148,16 +151,22 @@ class Runner:
             count,
             resume=True,
             seq_event=SEQ_EVENT,
+            more_seq_events=(RAW_EVENT,),
             per_source=per_source,
             headers=self.headers,
         )
 
     async def _ready(self, clients: Sequence[BrowserClient], timeout: float) -> str:
-        """Empty when every client holds a stream with health and a numbered event."""
+        """Empty when every client holds a stream with health and a numbered event of
+        each sequence (a raw one is always live: its loss is counted from there)."""
 
         def ready(client: BrowserClient) -> bool:
             last = client.last
-            return last is not None and last.ended_at is None and bool(last.seqs and last.health)
+            return (
+                last is not None
+                and last.ended_at is None
+                and bool(last.seqs and last.health and last.more_seqs.get(RAW_EVENT))
+            )
 
         deadline = time.monotonic() + timeout
         while not all(ready(c) for c in clients):
@@ -248,10 +257,16 @@ class Runner:
             excused=injected.excused,
         )
         figures = measure(
-            counted, self.feed.since(first_seq), window, self.watch.backwards(started)
+            counted,
+            self.feed.since(first_seq),
+            window,
+            self.watch.backwards(started),
+            raw_records=self.feed.raw_since(first_seq),
         )
         figures.peak_rss_mib = round(rss.peak, 1)
         figures.extra.update(injected.extra)
+        dropped = await self.feed.dropped_from_log(first_seq, last_seq)
+        figures.extra["log_dropped"] = "unknown" if dropped is None else dropped
         return figures
 
     async def _until_fresh(
@@ -296,7 +311,11 @@ class Runner:
                 first_seq, last_seq,
             )  # fmt: skip
             row.figures = measure(
-                ctx.clients, self.feed.since(first_seq), window, self.watch.backwards(started)
+                ctx.clients,
+                self.feed.since(first_seq),
+                window,
+                self.watch.backwards(started),
+                raw_records=self.feed.raw_since(first_seq),
             )
             row.figures.peak_rss_mib = round(rss.peak, 1)
             row.figures.extra.update(

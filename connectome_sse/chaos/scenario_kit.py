@@ -17,8 +17,9 @@ from connectome_sse.localrun.topology import Topology
 
 MARGIN_S = 2.0
 FEED_RATE = 10.0  # numbered events per second during a scenario, unless it says otherwise
-# Clients take health, the numbered events and the fill events; never the bulk burst.
-STREAM_PATH = "/api/sse?events=connectome_health,chaos_seq,chaos_fill"
+# Clients take health, the numbered events (logged and raw) and the fill events; never
+# the bulk burst.
+STREAM_PATH = "/api/sse?events=connectome_health,chaos_seq,chaos_raw,chaos_fill"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class Limits:
     peak_rss_mib: float | None = None
     # Growth of the gateways' RSS over the second half of the soak.
     rss_growth_mib: float | None = None
+    # The logged sequence's figures (figures.log_and_raw); None: reported, not held.
+    log_lost: int | None = None
+    log_silent: int | None = None
+    log_duplicates: int | None = None
+    log_reordered: int | None = None
     # Scenario-specific figures that must hold (name -> least value).
     at_least: dict[str, float] = field(default_factory=dict)
 
@@ -72,6 +78,17 @@ class Context:
 
     def redis(self) -> aioredis.Redis:
         return redis_client(self.topology.redis_url, 5.0)
+
+
+async def probe_gap(ctx: Context, cut_at: float) -> tuple[tuple[float, float], ...]:
+    """Numbered events right after a cut (``feed.probe_gap``): what the log must fill.
+
+    Returns the window from ``cut_at`` to the last of them, for the pub/sub figure to
+    excuse: Redis may still count a subscription it is closing among a PUBLISH's
+    receivers (seen after CLIENT KILL), so "every gateway received it" is not proof there.
+    """
+    await ctx.feed.probe_gap()
+    return ((cut_at, time.monotonic()),)
 
 
 Inject = Callable[[Context], Awaitable[Injected]]

@@ -20,6 +20,7 @@ from connectome_sse.chaos.scenario_kit import (
     Injected,
     Limits,
     Scenario,
+    probe_gap,
 )
 from connectome_sse.chaos.topology import Settings
 from connectome_sse.localrun.redis_sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS
@@ -45,7 +46,7 @@ FILL_EVENT = "chaos_fill"  # large events the stuck clients' pipes fill with
 STORM_MS_PER_CLIENT = 2.0
 
 
-# --- Redis killed (kill -9) and restarted on the same port, empty ------------------------
+# --- Redis killed (kill -9) and restarted on the same port, its data kept (AOF) --------
 
 
 def redis_kill_limits(s: Settings, clients: int) -> Limits:
@@ -88,9 +89,11 @@ def client_kill_limits(s: Settings, clients: int) -> Limits:
 
 
 async def client_kill(ctx: Context) -> Injected:
+    killed_at = time.monotonic()
     async with ctx.redis() as client:
         killed = await client.client_kill_filter(_type="pubsub")
-    return Injected.now(extra={"subscriptions_killed": int(killed)})
+    excused = await probe_gap(ctx, killed_at)
+    return Injected.now(extra={"subscriptions_killed": int(killed)}, excused=excused)
 
 
 # --- Redis's pub/sub output-buffer limit cutting the gateways under a burst ------------
@@ -108,8 +111,6 @@ def output_buffer_limits(s: Settings, clients: int) -> Limits:
 BULK_BYTES = 100_000
 BULK_BATCH = 50
 BULK_MAX_S = 15.0
-
-
 # redis-server's log line for each client it cuts (INFO has no counter before 7.2).
 OBL_LOG_LINE = "overcoming of output buffer limits"
 
@@ -140,6 +141,7 @@ async def output_buffer(ctx: Context) -> Injected:
                 sent += BULK_BATCH
         finally:
             await client.config_set("client-output-buffer-limit", DEFAULT_PUBSUB_LIMIT)
+    await probe_gap(ctx, started)  # inside the burst's excused window below
     injected = Injected.now(
         extra={
             "output_buffer_cuts": _obl_cuts(ctx) - before,
@@ -341,7 +343,7 @@ async def sentinel_failover(ctx: Context) -> Injected:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("redis-kill", "Redis kill -9, restarted empty", redis_kill_limits, redis_kill),
+        Scenario("redis-kill", "Redis kill -9, restarted (AOF)", redis_kill_limits, redis_kill),
         Scenario(
             "redis-freeze",
             f"Redis SIGSTOP {WATCHDOG_S + MARGIN_S:g} s (past the watchdog), SIGCONT",

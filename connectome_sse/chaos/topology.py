@@ -1,7 +1,7 @@
 """The local deployment chaos breaks, made from the user's settings.
 
-``connectome_sse.localrun.topology`` runs it: Redis, two publishers, two
-gateways and the project's nginx, or the same on Redis Sentinel for the
+``connectome_sse.localrun.topology`` runs it: Redis (append-only file on), two
+publishers, two gateways and the project's nginx, or the same on Redis Sentinel for the
 scenarios that need it. Every process starts with the user's environment, so
 their ``SSE_*``/``HEALTH_*``/``PUBLISHER_*`` values apply.
 """
@@ -22,6 +22,11 @@ from sse_gateway.settings import GatewaySettings
 GATEWAYS = 2
 PUBLISHERS = 2
 CONSUMER_PREFIX = "chaos-publisher"
+# The plain topology's Redis keeps its data through "redis-kill", as a production Redis
+# with persistence does: the event log is still there when it comes back, so the gateways
+# can fill their gap from it. Every write is on disk before its reply (always, not
+# everysec): a publish the feed counts as logged is never lost to the kill itself.
+REDIS_PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 @dataclass(frozen=True)
@@ -77,4 +82,5 @@ def chaos_topology(
         publisher_metrics=bool(settings.publisher.publisher_metrics_port),
         nginx_template=template,
         stop_timeout=5.0,
+        redis_args=REDIS_PERSISTENCE,
     )

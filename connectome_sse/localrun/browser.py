@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from connectome_core.contract import RESYNC_EVENT
 from connectome_sse.sse_client import EventStreamParser, ServerEvent
 
 # A numbered event type the tests (and chaos) publish themselves: data is {"seq": n}.
@@ -35,6 +36,11 @@ class Connection:
     ended_at: float | None = None
     end: str = ""
     seq_event: str = SEQ_EVENT
+    # Other numbered event types recorded, each into its own list of ``more_seqs``.
+    more_seq_events: tuple[str, ...] = ()
+    more_seqs: dict[str, list[int]] = field(default_factory=dict)
+    # (arrival, monotonic; how many ``seqs`` had arrived before it) of every ``resync``.
+    resyncs: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def health_events(self) -> int:
@@ -51,6 +57,10 @@ class Connection:
                 self.first_seq_at = now
         elif event.event == HEALTH_EVENT:
             self.health.append((now, health_ts(event.data)))
+        elif event.event in self.more_seq_events:
+            self.more_seqs.setdefault(event.event, []).append(int(json.loads(event.data)["seq"]))
+        elif event.event == RESYNC_EVENT:
+            self.resyncs.append((now, len(self.seqs)))
 
 
 def health_ts(data: str | bytes) -> float:
@@ -73,6 +83,7 @@ class BrowserClient:
         *,
         resume: bool = False,
         seq_event: str = SEQ_EVENT,
+        more_seq_events: tuple[str, ...] = (),
         source: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -85,6 +96,7 @@ class BrowserClient:
         self.path = path
         self.resume = resume
         self.seq_event = seq_event
+        self.more_seq_events = more_seq_events
         self.retry_ms = 3000
         self.last_event_id = ""
         self.connections: list[Connection] = []
@@ -151,7 +163,11 @@ class BrowserClient:
             if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
                 self.failures.append(f"{status} {headers.get('content-type', '')}")
                 return
-            connection = Connection(opened_at=time.monotonic(), seq_event=self.seq_event)
+            connection = Connection(
+                opened_at=time.monotonic(),
+                seq_event=self.seq_event,
+                more_seq_events=self.more_seq_events,
+            )
             self.connections.append(connection)
             await self._read_events(reader, headers, connection)
             connection.ended_at = time.monotonic()
@@ -219,6 +235,7 @@ class ClientFleet:
         *,
         resume: bool = False,
         seq_event: str = SEQ_EVENT,
+        more_seq_events: tuple[str, ...] = (),
         per_source: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -230,6 +247,7 @@ class ClientFleet:
                 path,
                 resume=resume,
                 seq_event=seq_event,
+                more_seq_events=more_seq_events,
                 source=None if per_source is None else loopback_source(i // per_source),
                 headers=headers,
             )

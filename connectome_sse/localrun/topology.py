@@ -31,7 +31,8 @@ class Topology:
 
     ``consumer_prefix``-0, -1, ... name the publishers in the consumer group;
     ``publisher_metrics`` gives each its own metrics port (two cannot share one);
-    ``stop_timeout`` is each process's grace on ``stop``.
+    ``stop_timeout`` is each process's grace on ``stop``; ``redis_args`` go to its own
+    Redis (``("--appendonly", "yes")`` keeps the data through a kill).
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class Topology:
         publisher_metrics: bool = False,
         nginx_template: Path | None = None,
         stop_timeout: float = 10.0,
+        redis_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.redis_args = redis_args
         self.gateway_env = dict(gateway_env or {})
         self.publisher_env = dict(publisher_env or {})
         self.consumer_prefix = consumer_prefix
@@ -73,7 +76,7 @@ class Topology:
         self.expected_subscribers = gateways
 
     def _make_redis(self, given: RedisServer | None) -> None:
-        self.redis = given or RedisServer(self.workdir / "redis")
+        self.redis = given or RedisServer(self.workdir / "redis", extra_args=self.redis_args)
 
     @property
     def redis_url(self) -> str:

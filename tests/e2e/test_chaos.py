@@ -93,6 +93,10 @@ def test_fast_scenarios_pass_with_plausible_figures(runs: dict[str, ChaosRun]) -
     assert rows["client-kill"]["figures"]["extra"]["subscriptions_killed"] >= 2
     assert rows["publisher-kill"]["figures"]["extra"]["killed"].startswith("publisher-")
     assert rows["publisher-freeze"]["figures"]["extra"]["frozen"].startswith("publisher-")
+    # Redis came back from its kill with its data: every logged number it answered is
+    # still in the log, for the gateways to fill from.
+    assert rows["redis-kill"]["figures"]["extra"]["log_dropped"] == 0, rows["redis-kill"]
+    assert "| log lost / silent / dups / reord | raw lost | resync |" in out
     assert status == 0, err
     for name in FAST:
         assert f"| {name} |" in out and "| PASS |" in out
@@ -108,6 +112,11 @@ def plausible(row: dict[str, Any], err: str) -> None:
     for figure in ("lost", "duplicates", "reordered", "never_back", "stale", "cut"):
         assert figures[figure] == 0, (figure, row)
     assert 10 < figures["peak_rss_mib"] < 2000, row  # a Python gateway, measured
+    # The logged and raw sequences were measured beside it (their values: docs/chaos.md).
+    logged = ("log_lost", "log_silent", "log_duplicates", "log_reordered", "raw_lost")
+    assert all(isinstance(figures[name], int) and figures[name] >= 0 for name in logged), row
+    assert figures["log_silent"] <= figures["log_lost"], row
+    assert isinstance(figures["extra"]["log_dropped"], int), row
     assert row["limit"].startswith("recovery <= "), row
 
 

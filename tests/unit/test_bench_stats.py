@@ -190,3 +190,37 @@ def test_a_ceiling_step_fails_on_p99_loss_or_a_late_publisher() -> None:
     assert step_failure({**step, "lat_ms_p99": 120.0}, 100.0) == "p99 120.0 ms > 100 ms"
     assert "lost" in (step_failure({**step, "lost": 3}, 100.0) or "")
     assert "publisher" in (step_failure({**step, "publish_rate": 70.0}, 100.0) or "")
+
+
+def test_runs_through_the_log_are_their_own_system_beside_the_publish_ones() -> None:
+    results = [
+        result("b", "nchan", publish="http", lat_ms_p99=50.0),
+        result("b", "gateway-2w", publish="raw", lat_ms_p99=40.0, server_cpu_pct=30.0),
+        result("b", "gateway-2w", publish="log", lat_ms_p99=44.0, server_cpu_pct=36.0),
+        result("b", "gateway-2w", lat_ms_p99=42.0),  # a run from before the field: PUBLISH
+    ]
+    rows = aggregate(results)
+    assert [(r["system"], r["repeats"]) for r in rows] == [
+        ("nchan", 1), ("gateway-2w", 2), ("gateway-2w-log", 1),
+    ]  # fmt: skip
+    text = render(results)
+    assert text.startswith(
+        "Events published by: HTTP POST (nchan); Redis PUBLISH (gateway-2w); "
+        "through the event log (gateway-2w-log)."
+    )
+    assert "| b | gateway-2w-log | 5,000/5,000 |" in text
+    # The cost of the log, set beside the same system fed by PUBLISH (medians: 41 -> 44).
+    assert "| b | gateway-2w | 40.0 -> 40.0 (1.00x) | 20.0 -> 20.0 (1.00x) | 41.0 -> 44.0" in text
+    assert "Targets against Nchan for gateway-2w:" in text
+    assert "Targets against Nchan for gateway-2w-log:" in text
+
+
+def test_targets_of_a_run_through_the_log_look_for_its_own_wide_system() -> None:
+    rows = aggregate(
+        [
+            result("f", "nchan-4w", clients=50000, connected=50000),
+            result("f", "gateway-4w", publish="log", clients=50000, connected=50000),
+        ]
+    )
+    verdicts = targets(rows, "gateway-2w-log")
+    assert any(v.startswith("f (gateway-4w-log): PASS: 50,000/50,000") for v in verdicts)

@@ -68,3 +68,17 @@ def test_the_topologys_ping_comes_from_the_settings_model_alone(
         assert topology.gateway_env["SSE_PING_INTERVAL"] == "7.0"
     finally:
         shutil.rmtree(topology.workdir, ignore_errors=True)
+
+
+def test_the_chaos_redis_keeps_its_data_through_a_kill() -> None:
+    """redis-kill restarts it on the same files: the log is still there for the gateways."""
+    topology = chaos_topology(Settings.from_environ({}))
+    try:
+        args = topology.redis.command()
+        # redis-server takes the last value of a repeated option.
+        last = len(args) - 1 - args[::-1].index("--appendonly")
+        assert args[last + 1] == "yes"
+        assert args[args.index("--appendfsync") + 1] == "always"
+        assert args[args.index("--dir") + 1] == str(topology.redis.workdir)
+    finally:
+        shutil.rmtree(topology.workdir, ignore_errors=True)

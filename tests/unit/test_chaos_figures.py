@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from connectome_sse.chaos.feed import HealthWatch, Published
+from connectome_sse.chaos.feed import RAW_EVENT, HealthWatch, Published
 from connectome_sse.chaos.figures import Window, measure
-from connectome_sse.chaos.runner import verdict
+from connectome_sse.chaos.report import HEADER, cells, limit_text
+from connectome_sse.chaos.runner import Row, verdict
 from connectome_sse.chaos.scenario_kit import Limits
 from connectome_sse.chaos.scenarios import SCENARIOS
 from connectome_sse.chaos.topology import Settings
@@ -40,7 +43,7 @@ def steady_health(start: float, end: float) -> list[tuple[float, float]]:
     return [(t, WALL + (t - 100.0)) for t in range(int(start), int(end) + 1)]
 
 
-def owed(*seqs: int, receivers: int = 2) -> list[Published]:
+def owed(*seqs: int, receivers: int | None = 2) -> list[Published]:
     return [Published(s, 95.0 + s / 10, receivers, 2) for s in seqs]
 
 
@@ -119,3 +122,103 @@ def test_the_channel_watch_counts_health_older_than_what_was_already_published()
     watch.seen = [(1.0, 10.0), (2.0, 11.0), (3.0, 12.0), (4.0, 9.5), (5.0, 13.0), (6.0, 12.5)]
     assert watch.backwards(after=0.0) == 2
     assert watch.backwards(after=5.0) == 1  # earlier ones still set what "newest" was
+
+
+# --- the logged sequence (strict) and its raw copy -------------------------------------
+
+
+def numbered(
+    seqs: list[int],
+    raw: list[int],
+    resyncs: list[tuple[float, int]] | None = None,
+    **kw: float,
+) -> Connection:
+    """A connection that got logged ``seqs``, raw ``raw`` and ``resyncs`` (arrival, index)."""
+    connection = healthy(seqs, steady_health(101, 110), **kw)
+    connection.more_seqs = {RAW_EVENT: raw}
+    connection.resyncs = list(resyncs or [])
+    return connection
+
+
+def test_every_publish_the_log_accepted_is_owed_even_one_no_gateway_received() -> None:
+    # 3 and 4 reached no gateway (receivers 0), 5 one of two, 6 was refused (None): the log
+    # has all but 6, so 3, 4 and 5 are lost to the logged figure; the pub/sub one owes 5 only
+    # when both gateways got it, so it counts nothing here.
+    c = client(numbered([0, 1, 2, 7, 8, 9], list(range(10))))
+    records = (
+        owed(0, 1, 2, 7, 8, 9)
+        + owed(3, 4, receivers=0)
+        + owed(5, receivers=1)
+        + owed(6, receivers=None)
+    )
+    figures = measure([c], records, WINDOW, raw_records=owed(*range(10)))
+    assert (figures.lost, figures.log_lost, figures.raw_lost) == (0, 3, 0)
+    assert figures.log_silent == 3  # no resync told the client
+
+
+def test_raw_loss_is_counted_from_the_raw_numbers_and_no_window_is_excused() -> None:
+    # The burst window excuses 4-5 for the pub/sub figure; neither the log nor the raw one.
+    window = replace(WINDOW, excused=((95.35, 95.55),))
+    c = client(numbered([0, 1, 2, 3, 6, 7, 8, 9], [0, 1, 2, 3, 6, 7, 8, 9]))
+    figures = measure([c], owed(*range(10)), window, raw_records=owed(*range(10), receivers=1))
+    assert (figures.lost, figures.log_lost, figures.raw_lost) == (0, 2, 2)
+
+
+def test_nothing_published_before_a_stream_opened_is_owed_to_it() -> None:
+    # The stream's first logged number was 4 (its snapshot), its first raw one 5: earlier
+    # numbers were published before it opened. After that, 7 is missing from both.
+    c = client(numbered([4, 5, 6, 8, 9], [5, 6, 8, 9]))
+    figures = measure([c], owed(*range(10)), WINDOW, raw_records=owed(*range(10)))
+    assert (figures.log_lost, figures.raw_lost) == (1, 1)
+    # A client that never got a raw number missed every one of the window.
+    none = client(numbered(list(range(10)), []))
+    assert measure([none], owed(*range(10)), WINDOW, raw_records=owed(*range(10))).raw_lost == 10
+
+
+def test_a_stream_that_reconnected_is_owed_what_was_published_while_it_was_away() -> None:
+    first = numbered([0, 1, 2, 3], [0, 1, 2, 3], ended_at=104.0)
+    # Resumed: 4 and 5 came from the log on the new connection, 6 never came; the raw copy
+    # has nothing from while it was away. The repeat of 3 (the newest, as a snapshot) is
+    # forgiven by the pub/sub figure, not by the log's.
+    second = numbered([3, 4, 5, 7, 8, 9], [7, 8, 9], opened_at=105.0)
+    figures = measure(
+        [client(first, second)], owed(*range(10)), WINDOW, raw_records=owed(*range(10))
+    )
+    assert (figures.log_lost, figures.raw_lost) == (1, 3)
+    assert (figures.duplicates, figures.log_duplicates) == (0, 1)
+    assert figures.cut == 1
+
+
+def test_after_a_resync_the_snapshot_may_repeat_and_the_gap_is_not_silent() -> None:
+    # 4-6 gone (published at 95.4-95.6); a resync (at 95.65, before the 4th number) told
+    # of it, then the snapshot repeated 3. A later loss (9, published at 95.9) came with no
+    # resync after it: silent.
+    c = client(numbered([0, 1, 2, 3, 3, 7, 8], list(range(10)), resyncs=[(95.65, 4)]))
+    records = owed(*range(10))
+    figures = measure([c], records, WINDOW, raw_records=records)
+    assert (figures.log_lost, figures.log_silent, figures.log_duplicates) == (4, 1, 0)
+    assert figures.resyncs == 1
+    # Without the resync, the repeat is a duplicate and every loss is silent.
+    c.connections[0].resyncs = []
+    figures = measure([c], records, WINDOW, raw_records=records)
+    assert (figures.log_lost, figures.log_silent, figures.log_duplicates) == (4, 4, 1)
+
+
+def test_the_log_counts_a_late_first_delivery_as_reordered() -> None:
+    c = client(numbered([0, 1, 3, 2, 4, 5, 6, 7, 8, 9], list(range(10))))
+    figures = measure([c], owed(*range(10)), WINDOW, raw_records=owed(*range(10)))
+    assert (figures.log_reordered, figures.log_duplicates, figures.log_lost) == (1, 0, 0)
+
+
+def test_the_logged_figures_fail_a_row_only_where_a_limit_holds_them() -> None:
+    c = client(numbered([0, 1, 2, 9], list(range(10))))
+    figures = measure([c], owed(*range(10), receivers=0), WINDOW, raw_records=owed(*range(10)))
+    assert figures.log_lost == 6 and figures.lost == 0
+    assert verdict(Limits(recovery_s=5.0), figures) == []
+    held = Limits(recovery_s=5.0, log_lost=0, log_silent=0)
+    assert verdict(held, figures) == ["log_lost 6 > 0", "log_silent 6 > 0"]
+    row = Row("client-kill", "CLIENT KILL TYPE pubsub", held, figures)
+    assert limit_text(row) == "recovery <= 5 s; log lost <= 0; log silent <= 0"
+    shown = dict(zip(HEADER, cells(row), strict=True))
+    assert shown["log lost / silent / dups / reord"] == "6 / 6 / 0 / 0"
+    assert (shown["raw lost"], shown["resync"], shown["lost"]) == ("0", "0", "0")
