@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from connectome_sse.chaos.runner import Row
+from connectome_sse.chaos.scenario_kit import Limits
 
 HEADER = (
     "scenario",
@@ -30,11 +31,12 @@ NOTE = (
     "limit: recovery = time until every client has fresh health again; lost, dups, "
     "never back, stale and cut must be 0 unless the limit says otherwise. "
     "log: the numbered events published through the event log, each one Redis accepted "
-    "owed to every stream once and in order (silent: lost with no resync after it); "
-    "raw lost: the same numbers as a bare PUBLISH, for comparison; both are reported, "
-    "held only where the limit names them."
+    "owed to every stream once and in order (silent: lost with no resync after it); its "
+    "silent, dups and reord must be 0 unless the limit says otherwise, its lost only where "
+    "the limit names it; raw lost: the same numbers as a bare PUBLISH, for comparison."
 )
 LOG_LIMITS = ("log_lost", "log_silent", "log_duplicates", "log_reordered")
+LOG_DEFAULTS = {name: getattr(Limits(), name) for name in LOG_LIMITS}
 
 
 def limit_text(row: Row) -> str:
@@ -47,9 +49,10 @@ def limit_text(row: Row) -> str:
     if limits.lost is None:
         parts.append("lost any")
     for name in LOG_LIMITS:
-        held = getattr(limits, name)
-        if held is not None:
-            parts.append(f"{name.replace('_', ' ')} <= {held}")
+        held, usual = getattr(limits, name), LOG_DEFAULTS[name]
+        if held != usual:  # like the others, only what differs from the legend
+            shown = "any" if held is None else f"<= {held}"
+            parts.append(f"{name.replace('_', ' ')} {shown}")
     if limits.peak_rss_mib is not None:
         parts.append(f"RSS <= {limits.peak_rss_mib:.0f} MiB")
     if limits.rss_growth_mib is not None:

@@ -52,7 +52,7 @@ STORM_MS_PER_CLIENT = 2.0
 def redis_kill_limits(s: Settings, clients: int) -> Limits:
     # Streams stay open while Redis is lost; gateway and publisher reconnect within one
     # capped backoff of the restart; then the next health event.
-    return Limits(recovery_s=BACKOFF_CAP_S + s.interval_s + MARGIN_S)
+    return Limits(recovery_s=BACKOFF_CAP_S + s.interval_s + MARGIN_S, log_lost=0)
 
 
 async def redis_kill(ctx: Context) -> Injected:
@@ -85,7 +85,7 @@ async def redis_freeze(ctx: Context) -> Injected:
 
 
 def client_kill_limits(s: Settings, clients: int) -> Limits:
-    return Limits(recovery_s=RESUBSCRIBE_S + s.interval_s + MARGIN_S)
+    return Limits(recovery_s=RESUBSCRIBE_S + s.interval_s + MARGIN_S, log_lost=0)
 
 
 async def client_kill(ctx: Context) -> Injected:
@@ -105,6 +105,7 @@ def output_buffer_limits(s: Settings, clients: int) -> Limits:
     return Limits(
         recovery_s=RESUBSCRIBE_S + s.interval_s + MARGIN_S,
         at_least={"output_buffer_cuts": 1},
+        log_lost=0,
     )
 
 
@@ -302,9 +303,8 @@ def sentinel_failover_limits(s: Settings, clients: int) -> Limits:
     # repeated snapshot: that is counted, and stale/dups must stay 0 too.
     down_after_s = DOWN_AFTER_MS / 1000
     failover_s = FAILOVER_TIMEOUT_MS / 1000
-    return Limits(
-        recovery_s=down_after_s + failover_s + max(SWITCH_TO_HEALTH_S, s.interval_s) + MARGIN_S
-    )
+    recovery = down_after_s + failover_s + max(SWITCH_TO_HEALTH_S, s.interval_s) + MARGIN_S
+    return Limits(recovery_s=recovery, log_silent=None)  # a write Redis lost: log_dropped
 
 
 async def sentinel_failover(ctx: Context) -> Injected:

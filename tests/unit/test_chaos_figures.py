@@ -94,7 +94,7 @@ def test_verdict_names_each_figure_over_its_limit() -> None:
     reasons = verdict(Limits(recovery_s=3.0), figures)
     assert any(r.startswith("recovery 4") for r in reasons)
     assert any(r.startswith("lost 8") for r in reasons)
-    assert verdict(Limits(recovery_s=5.0, lost=None), figures) == []
+    assert verdict(Limits(recovery_s=5.0, lost=None, log_silent=None), figures) == []
 
 
 def test_limits_follow_the_settings() -> None:
@@ -214,11 +214,15 @@ def test_the_logged_figures_fail_a_row_only_where_a_limit_holds_them() -> None:
     c = client(numbered([0, 1, 2, 9], list(range(10))))
     figures = measure([c], owed(*range(10), receivers=0), WINDOW, raw_records=owed(*range(10)))
     assert figures.log_lost == 6 and figures.lost == 0
-    assert verdict(Limits(recovery_s=5.0), figures) == []
-    held = Limits(recovery_s=5.0, log_lost=0, log_silent=0)
+    assert verdict(Limits(recovery_s=5.0, log_silent=None), figures) == []
+    # By default a silent loss fails the row; a loss only where the limit names it.
+    assert verdict(Limits(recovery_s=5.0), figures) == ["log_silent 6 > 0"]
+    held = Limits(recovery_s=5.0, log_lost=0)
     assert verdict(held, figures) == ["log_lost 6 > 0", "log_silent 6 > 0"]
     row = Row("client-kill", "CLIENT KILL TYPE pubsub", held, figures)
-    assert limit_text(row) == "recovery <= 5 s; log lost <= 0; log silent <= 0"
+    assert limit_text(row) == "recovery <= 5 s; log lost <= 0"
+    loose = Row("sentinel-failover", "failover", Limits(recovery_s=5.0, log_silent=None), figures)
+    assert limit_text(loose) == "recovery <= 5 s; log silent any"
     shown = dict(zip(HEADER, cells(row), strict=True))
     assert shown["log lost / silent / dups / reord"] == "6 / 6 / 0 / 0"
     assert (shown["raw lost"], shown["resync"], shown["lost"]) == ("0", "0", "0")
