@@ -75,6 +75,7 @@ class LogFollower:
         self._held_bytes = 0
         self._fill: asyncio.Task[None] | None = None
         self._finding: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()  # the first subscription found where the log ends
 
     @property
     def holding(self) -> bool:
@@ -137,6 +138,10 @@ class LogFollower:
         self._flush()
         self._on_filled()
 
+    async def wait_started(self) -> None:
+        """Until the first subscription has read where the log ends (or given up)."""
+        await self._started.wait()
+
     def stop(self) -> None:
         for task in (self._fill, self._finding):
             if task is not None:
@@ -145,13 +150,16 @@ class LogFollower:
     async def _find_start(self) -> None:
         # The first subscription lost nothing: live messages are not held, only where the
         # log ends is learnt (a process started after events may resume clients from it).
-        for delay in self._attempts():
-            try:
-                self._jump_to(await self.store.newest())
-                return
-            except SourceUnavailable as exc:
-                log.warning("cannot read the event log yet (%s); again in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        try:
+            for delay in self._attempts():
+                try:
+                    self._jump_to(await self.store.newest())
+                    return
+                except SourceUnavailable as exc:
+                    log.warning("cannot read the event log yet (%s); again in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            self._started.set()
 
     def _jump_to(self, newest: LogEntry | None, always: bool = False) -> None:
         at = EMPTY if newest is None else Position(newest.stream_id, newest.digest)
