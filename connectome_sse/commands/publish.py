@@ -18,8 +18,11 @@ import redis.asyncio as aioredis
 from pydantic import Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from connectome_core.backoff import Backoff
 from connectome_core.contract import DEFAULT_MAX_EVENT_BYTES, HEALTH_EVENT
 from connectome_core.event_log import LOG_KEY
 from connectome_core.log_settings import EventLogSettings
@@ -28,6 +31,7 @@ from connectome_core.publishing import Published, check_event_name, publish_logg
 from connectome_core.redis_connect import async_client, explain_error
 from connectome_core.settings import SettingsError, add_setting_flags, settings_from_args
 from connectome_sse.cli_redis import CliRedisSettings
+from connectome_sse.lines_recovery import already_logged, log_tail
 from connectome_sse.stdin_lines import Line, line_batches
 
 HELP = (
@@ -36,6 +40,8 @@ HELP = (
 )
 # Receivers of a PUBLISH are subscriptions: one per gateway process, whatever its clients.
 RECEIVERS_NOTE = "gateway processes, not browser clients"
+# A cut of a working connection (a restart, a failover): --lines waits for Redis again.
+CUT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class PublishSettings(EventLogSettings, CliRedisSettings):
@@ -205,6 +211,9 @@ class LinePublisher:
         self.err = err or sys.stderr
         self.published = 0
         self.refused = 0
+        # The log's newest entry this command knows to be before its unconfirmed lines;
+        # None: the log cannot be read (no ACL for it), so a cut stops the command.
+        self.after: str | None = None
 
     async def run(self, fd: int | None = None) -> int:
         client = _client(self.settings)
@@ -213,10 +222,16 @@ class LinePublisher:
             # and a wrong URL or password should say so at once.
             pool = client.connection_pool
             await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
+            try:
+                self.after = await log_tail(client)
+            except NoPermissionError:
+                self.after = None
             async for lines in line_batches(
                 sys.stdin.fileno() if fd is None else fd, self.settings.max_event_bytes
             ):
-                await self._publish(client, lines)
+                ready = [(line, text) for line in lines if (text := self._prepare(line))]
+                if ready:
+                    await self._publish_through_cuts(client, ready)
         except (RedisError, OSError) as exc:
             why = await explain_error(exc, self.settings.redis_target())
             self._say(self.err, f"{why} (stopped after {self.published} lines published)")
@@ -230,10 +245,42 @@ class LinePublisher:
         )
         return 2 if self.refused else 0
 
-    async def _publish(self, client: aioredis.Redis, lines: list[Line]) -> None:
-        ready = [(line, text) for line in lines if (text := self._prepare(line)) is not None]
-        if not ready:
-            return
+    async def _publish_through_cuts(
+        self, client: aioredis.Redis, ready: list[tuple[Line, str]]
+    ) -> None:
+        """Publish ``ready``; when Redis is cut, wait for it, then send again only the lines
+        the log does not hold (a lost reply is not a lost publish)."""
+        backoff = Backoff(base=0.1, cap=2.0)
+        lost = False
+        while ready:
+            try:
+                if lost:
+                    ready = await self._skip_logged(client, ready)
+                    self._say(self.err, f"Redis is back; sending {len(ready)} lines")
+                    lost = False
+                await self._publish(client, ready)
+                return
+            except CUT_ERRORS as exc:
+                if self.after is None:
+                    raise  # the log cannot be checked: sending again might double a line
+                if not lost:
+                    why = await explain_error(exc, self.settings.redis_target())
+                    self._say(self.err, f"{why}; waiting for Redis ({len(ready)} lines wait)")
+                lost = True
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _skip_logged(
+        self, client: aioredis.Redis, ready: list[tuple[Line, str]]
+    ) -> list[tuple[Line, str]]:
+        assert self.after is not None
+        found = await already_logged(client, self.after, self.event, [t for _, t in ready])
+        for (line, _), (stream_id, event_id) in zip(ready, found, strict=False):
+            self.published += 1
+            self.after = stream_id
+            self._say(self.out, f"line {line.number}: published as {event_id} (before the cut)")
+        return ready[len(found) :]
+
+    async def _publish(self, client: aioredis.Redis, ready: list[tuple[Line, str]]) -> None:
         results = await publish_many(
             client, [(self.event, text) for _, text in ready], self.settings.log_caps()
         )
@@ -244,6 +291,7 @@ class LinePublisher:
                 self._refuse(line, f"Redis refused it: {result}")
                 continue
             self.published += 1
+            self.after = result.stream_id
             size = len(text.encode("utf-8"))
             self._say(
                 self.out,

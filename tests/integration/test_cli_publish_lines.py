@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +135,47 @@ def test_lines_of_a_reserved_event_are_refused_before_reading(redis_server: Redi
     assert process.returncode == 2 and err.count(b"\n") == 1 and b"reserved" in err
     with redis_server.client() as client:
         assert client.keys("*") == []
+
+
+def test_a_redis_kill_mid_stream_waits_and_publishes_every_line_once(tmp_path: Path) -> None:
+    # `tail -f deploys.log | connectome-sse publish --lines deploy` must outlive a Redis
+    # restart: lines wait, then go out; a line whose reply was lost is not sent twice.
+    server = RedisServer(
+        tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "always")
+    ).start()
+    process = start_lines(server, "deploy")
+    try:
+        assert process.stdin is not None
+        for n in range(1, 11):
+            process.stdin.write(b"before %d\n" % n)
+        process.stdin.flush()
+        wait_for(lambda: len(log_entries(server)) == 10, what="the first 10 lines logged")
+        server.kill()
+        for n in range(1, 11):  # written while Redis is down: they wait in the command
+            process.stdin.write(b"during %d\n" % n)
+        process.stdin.flush()
+        server.start()
+        for n in range(1, 11):
+            process.stdin.write(b"after %d\n" % n)
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
+        err = process.stderr.read().decode() if process.stderr else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        server.kill()
+    data = [fields[b"data"].decode() for _, fields in log_entries_after_restart(tmp_path)]
+    expected = [f"{when} {n}" for when in ("before", "during", "after") for n in range(1, 11)]
+    assert data == expected, err
+    assert "waiting for Redis" in err and "Redis is back" in err, err
+    assert "30 lines published" in err, err
+
+
+def log_entries_after_restart(tmp_path: Path) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    # The log as the AOF kept it: the server of the test above, started once more.
+    server = RedisServer(tmp_path / "redis", extra_args=("--appendonly", "yes")).start()
+    try:
+        return log_entries(server)
+    finally:
+        server.kill()

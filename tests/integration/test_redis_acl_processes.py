@@ -171,7 +171,8 @@ def test_a_gateway_with_auth_on_runs_as_its_minimal_acl_user(
 def test_rules_read_as_acl_setuser_lines() -> None:
     line = acl_line("cli_publish", "secret")
     assert (
-        line == "on >secret resetkeys resetchannels -@all +eval +xadd +xtrim +time +hset +set "
+        line == "on >secret resetkeys resetchannels -@all +eval +xrange +xrevrange +xadd +xtrim "
+        "+time +hset +set "
         "+publish ~sse:log ~sse:log:last ~sse:last:* &sse:*"
     )
 

@@ -9,7 +9,8 @@ authentication writes ``sse:ticket:*``, so no ``~sse:*`` anywhere.
   (``connectome_core/event_log.py``), inside it XADD (and XTRIM MINID, TIME for the age
   cap) on ``sse:log``, HSET ``sse:log:last``, SET ``sse:last:<event>``, PUBLISH on
   ``sse:log:ids`` and ``sse:<event>``. Channels are ARGV, never KEYS, so no key rule
-  names a channel.
+  names a channel. ``--lines`` also reads the log (XREVRANGE at start, XRANGE after a
+  Redis cut) to tell which lines were published before the cut.
 - ``fcall_publish``: another program publishing through the log with ``FCALL
   sse_publish`` (the function the publisher loads): the same commands as
   ``cli_publish``, with FCALL instead of EVAL.
@@ -87,7 +88,7 @@ LOGGED_PUBLISH = (
 )
 
 RULES: dict[str, tuple[str, ...]] = {
-    "cli_publish": ("+eval", *LOGGED_PUBLISH),
+    "cli_publish": ("+eval", "+xrange", "+xrevrange", *LOGGED_PUBLISH),
     "fcall_publish": ("+fcall", *LOGGED_PUBLISH),
     "gateway": GATEWAY,
     "gateway_auth": (*GATEWAY, "+set", "+getdel", "~sse:ticket:*"),
