@@ -76,6 +76,7 @@ class LogFollower:
         self._fill: asyncio.Task[None] | None = None
         self._finding: asyncio.Task[None] | None = None
         self._started = asyncio.Event()  # the first subscription found where the log ends
+        self._stopped = False
 
     @property
     def holding(self) -> bool:
@@ -128,8 +129,8 @@ class LogFollower:
         self._fill.add_done_callback(self._fill_done)
 
     def _fill_done(self, task: asyncio.Task[None]) -> None:
-        if task is not self._fill:
-            return  # replaced by a newer fill, which flushes what is held
+        if task is not self._fill or self._stopped:
+            return  # replaced by a newer fill (which flushes what is held), or shut down
         self._fill = None
         if not task.cancelled() and task.exception() is not None:
             log.error("event log fill failed", exc_info=task.exception())
@@ -143,6 +144,7 @@ class LogFollower:
         await self._started.wait()
 
     def stop(self) -> None:
+        self._stopped = True
         for task in (self._fill, self._finding):
             if task is not None:
                 task.cancel()
