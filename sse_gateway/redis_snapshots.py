@@ -11,6 +11,7 @@ MULTI, so a snapshot never gets the id of an older publish.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError, ResponseError
 
 from connectome_core.contract import SNAPSHOT_PREFIX, is_valid_event_name
 from connectome_core.event_log import LOG_LAST_KEY, STREAM_ID_RE
@@ -51,10 +52,7 @@ async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, Snapsh
     for start in range(0, len(keys), MGET_BATCH):
         batch = keys[start : start + MGET_BATCH]
         events = [text(key)[len(SNAPSHOT_PREFIX) :] for key in batch]
-        async with commands.pipeline(transaction=True) as pipe:
-            pipe.mget(batch)
-            pipe.hmget(LOG_LAST_KEY, events)
-            values, stream_ids = await pipe.execute()
+        values, stream_ids = await _read_batch(commands, batch, events)
         for event, value, stream_id in zip(events, values, stream_ids, strict=True):
             if not isinstance(value, bytes) or not is_valid_event_name(event):
                 continue
@@ -68,6 +66,29 @@ async def _mget(commands: aioredis.Redis, keys: list[bytes]) -> dict[str, Snapsh
                 return snapshots
             snapshots[event] = Snapshot(value, _stream_id(stream_id))
     return snapshots
+
+
+async def _read_batch(
+    commands: aioredis.Redis, batch: list[bytes], events: list[str]
+) -> tuple[list[object], list[object]]:
+    """The snapshots of ``batch`` and the log ids that set them, read atomically."""
+    try:
+        async with commands.pipeline(transaction=True) as pipe:
+            pipe.mget(batch)
+            pipe.hmget(LOG_LAST_KEY, events)
+            values, stream_ids = await pipe.execute()
+        return values, stream_ids
+    except ResponseError as exc:
+        if not isinstance(exc, NoPermissionError) and "NOPERM" not in str(exc):
+            raise
+    # A user made before the event log (no MULTI, EXEC, HMGET): snapshots keep working,
+    # with content ids.
+    limited.warning(
+        "no_log_ids",
+        "this Redis user may not read sse:log:last in a MULTI (its ACL predates the event "
+        "log): snapshots get content ids",
+    )
+    return list(await commands.mget(batch)), [None] * len(batch)
 
 
 def _stream_id(value: object) -> str | None:

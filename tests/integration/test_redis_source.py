@@ -68,3 +68,25 @@ async def test_regression_cancel_landing_during_connect_is_not_swallowed(
         done, _ = await asyncio.wait({task}, timeout=5)
         await source.aclose()
         assert done, f"cancellation swallowed (attempt {attempt})"
+
+
+async def test_a_user_made_before_the_event_log_still_reads_snapshots(
+    redis_server: RedisServer,
+) -> None:
+    # No MULTI, EXEC or HMGET: the snapshots come with content ids instead of failing.
+    with redis_server.client() as admin:
+        admin.set("sse:last:a", "1")
+        admin.hset("sse:log:last", "a", "5-0")
+        admin.execute_command(
+            "ACL", "SETUSER", "old", "on", ">pw", "resetkeys", "resetchannels", "-@all",
+            "+scan", "+mget", "+get", "+client|setname", "%R~sse:last:*",
+        )  # fmt: skip
+    host, port = "127.0.0.1", redis_server.port
+    old = RedisSource(f"redis://old:pw@{host}:{port}/0")
+    current = RedisSource(redis_server.url)
+    try:
+        assert await old.read_snapshots() == {"a": (b"1", None)}
+        assert await current.read_snapshots() == {"a": (b"1", "5-0")}
+    finally:
+        await old.aclose()
+        await current.aclose()
