@@ -14,6 +14,7 @@ class TreeStats:
     rss_kb: int  # VmRSS summed: shared pages count once per process
     pss_kb: int  # proportional set size summed: shared pages split between processes
     cpu_s: float  # user + system CPU seconds
+    sys_s: float = 0.0  # of which in the kernel (system calls, the TCP stack)
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -52,7 +53,7 @@ def tree_stats(pid: int | None) -> TreeStats:
         return TreeStats((), 0, 0, 0.0)
     pids = descendants(pid)
     rss = pss = 0
-    cpu = 0.0
+    cpu = sys_ = 0.0
     for p in pids:
         try:
             with open(f"/proc/{p}/status") as f:
@@ -61,9 +62,10 @@ def tree_stats(pid: int | None) -> TreeStats:
                 pss += _kb(f.read(), "Pss:")
             fields = _stat_fields(p)
             cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            sys_ += int(fields[12]) / CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             continue  # the process ended between listing and reading
-    return TreeStats(tuple(pids), rss, pss, cpu)
+    return TreeStats(tuple(pids), rss, pss, cpu, sys_)
 
 
 def cpu_seconds(pids: list[int]) -> float:

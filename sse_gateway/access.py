@@ -123,29 +123,50 @@ class Access:
             )
             self.auth = Authenticator(TokenVerifier(secret), self.tickets)
 
+    def admit_now(self, request: StreamRequest) -> Admission | None:
+        """``admit`` when it needs no ticket taken (no Redis round trip, nothing awaited);
+        None when one must be: then ``admit``."""
+        grant = None
+        events = request.events
+        if self.auth is not None:
+            try:
+                grant = self.auth.grant_now(request.credentials)
+                if grant is None:
+                    return None
+                events = authorize_events(grant, events)
+            except AuthError as exc:
+                raise self._auth_refused(request, exc) from None
+        return self._admitted(request, grant, events)
+
     async def admit(self, request: StreamRequest) -> Admission:
         """The grant and the events the stream gets, the address's slot taken.
 
         Raises ``Refusal``. For GET the caller must ``release(request.address)`` when
         the stream ends; HEAD takes no slot.
         """
-        grant = None
-        events = request.events
-        if self.auth is not None:
-            try:
-                keep = request.method == "HEAD"
-                grant = await self.auth.stream_grant(request.credentials, keep_ticket=keep)
-                events = authorize_events(grant, events)
-            except AuthError as exc:
-                asker = _stream_asker(request)
-                raise self._refused(asker, exc.status, exc.message, exc.headers) from None
-            except TicketStoreUnavailable as exc:
-                raise self._refused(
-                    _stream_asker(request),
-                    503,
-                    f"tickets cannot be checked now ({exc}); retry",
-                    {"Retry-After": self.retry_after},
-                ) from None
+        admission = self.admit_now(request)
+        if admission is not None:
+            return admission
+        assert self.auth is not None  # only a ticket to take defers the answer
+        try:
+            keep = request.method == "HEAD"
+            grant = await self.auth.stream_grant(request.credentials, keep_ticket=keep)
+            events = authorize_events(grant, request.events)
+        except AuthError as exc:
+            raise self._auth_refused(request, exc) from None
+        except TicketStoreUnavailable as exc:
+            raise self._refused(
+                _stream_asker(request),
+                503,
+                f"tickets cannot be checked now ({exc}); retry",
+                {"Retry-After": self.retry_after},
+            ) from None
+        return self._admitted(request, grant, events)
+
+    def _admitted(
+        self, request: StreamRequest, grant: Grant | None, events: frozenset[str] | None
+    ) -> Admission:
+        """The address's slot taken (GET), or the refusal past the per-client limit."""
         if request.method == "HEAD":
             return Admission(grant, events)  # no stream follows: no slot to hold
         if not self.limits.try_acquire(request.address):
@@ -156,6 +177,9 @@ class Access:
                 {"Retry-After": self.retry_after},
             )
         return Admission(grant, events)
+
+    def _auth_refused(self, request: StreamRequest, exc: AuthError) -> Refusal:
+        return self._refused(_stream_asker(request), exc.status, exc.message, exc.headers)
 
     def release(self, address: str) -> None:
         self.limits.release(address)

@@ -127,23 +127,15 @@ class Authenticator:
         except TokenError as exc:
             raise unauthorized(str(exc)) from None
 
-    async def stream_grant(self, credentials: Credentials, keep_ticket: bool = False) -> Grant:
-        """From the bearer header, a ticket or the cookie, in that order; ``keep_ticket``
-        reads a ticket without using it up (a HEAD answers as GET would, and leaves the
-        ticket for the GET)."""
+    def grant_now(self, credentials: Credentials) -> Grant | None:
+        """The grant of a bearer header or a cookie, checked here and now; None when a
+        ticket must be taken first (``stream_grant``: a Redis round trip). The order is
+        ``stream_grant``'s: the bearer header, a ticket, the cookie."""
         token = bearer_token(credentials)
         if token is not None:
             return self._verified(token)
-        ticket = ticket_value(credentials)
-        if ticket is not None:
-            grant = await self.tickets.take(ticket, keep=keep_ticket)
-            if grant is None:
-                raise unauthorized("ticket unknown, expired or already used")
-            try:
-                checked_exp(grant.exp, self.verifier.clock(), "the ticket's token")
-            except TokenError as exc:
-                raise unauthorized(str(exc)) from None
-            return grant
+        if ticket_value(credentials) is not None:
+            return None
         token = cookie_token(credentials)
         if token is not None:
             return self._verified(token)
@@ -152,3 +144,21 @@ class Authenticator:
             f"(POST /api/sse/ticket) or the {COOKIE_NAME} cookie",
             missing=True,
         )
+
+    async def stream_grant(self, credentials: Credentials, keep_ticket: bool = False) -> Grant:
+        """From the bearer header, a ticket or the cookie, in that order; ``keep_ticket``
+        reads a ticket without using it up (a HEAD answers as GET would, and leaves the
+        ticket for the GET)."""
+        grant = self.grant_now(credentials)
+        if grant is not None:
+            return grant
+        ticket = ticket_value(credentials)
+        assert ticket is not None  # grant_now returns None only for a ticket
+        grant = await self.tickets.take(ticket, keep=keep_ticket)
+        if grant is None:
+            raise unauthorized("ticket unknown, expired or already used")
+        try:
+            checked_exp(grant.exp, self.verifier.clock(), "the ticket's token")
+        except TokenError as exc:
+            raise unauthorized(str(exc)) from None
+        return grant

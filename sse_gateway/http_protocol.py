@@ -24,7 +24,13 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from sse_gateway.http_heads import reject
-from sse_gateway.http_limits import MAX_HEADER_BYTES, ConnectionLimits, limited_log
+from sse_gateway.http_limits import (
+    MAX_HEADER_BYTES,
+    ConnectionLimits,
+    HeaderDeadlines,
+    header_deadlines,
+    limited_log,
+)
 from sse_gateway.http_uvicorn import HardenedHttpProtocol
 from sse_gateway.stream_connection import (
     STREAM_PATH_BYTES,
@@ -63,7 +69,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
-        self.header_timer: asyncio.TimerHandle | None = None
+        self.deadlines: HeaderDeadlines | None = None  # while the head is awaited
 
     # -- connection ---------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -74,26 +80,25 @@ class GatewayHttpProtocol(asyncio.Protocol):
             log.debug("over %d open connections: closing a new one", cap)
             transport.abort()
             return
-        self.header_timer = asyncio.get_running_loop().call_later(
-            self.limits.header_timeout, self._header_timeout
-        )
+        self.deadlines = header_deadlines(self.limits.header_timeout)
+        self.deadlines.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        self._cancel_header_timer()
+        self._head_arrived()
 
     def shutdown(self) -> None:
         """uvicorn's shutdown: no request is under way here."""
         if self.transport is not None:
             self.transport.close()
 
-    def _cancel_header_timer(self) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+    def _head_arrived(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
+            self.deadlines = None
 
-    def _header_timeout(self) -> None:
-        self.header_timer = None
+    def header_timeout(self) -> None:
+        self.deadlines = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -131,7 +136,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
 
     # -- where the connection goes next --------------------------------------
     def _hand_on(self, transport: asyncio.Transport) -> None:
-        self._cancel_header_timer()
+        self._head_arrived()
         self.connections.discard(self)
         service: StreamService | None = self.app_state.get(STREAM_SERVICE_STATE)
         parser = self.parser

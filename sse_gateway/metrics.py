@@ -48,6 +48,10 @@ class GatewayMetrics:
             self.process = _WorkerProcessGauges()
         self._stream_metrics(reg)
         self._relay_metrics(reg)
+        # Streams opened and closed since the last write to the metrics: see stream_opened.
+        self._opened = 0
+        self._closed = 0
+        self._flush_due = False
 
     def _stream_metrics(self, reg: CollectorRegistry | None) -> None:
         self.open_streams = Gauge(
@@ -148,6 +152,38 @@ class GatewayMetrics:
             registry=reg,
         )
 
+    def stream_opened(self) -> None:
+        """A stream opened: ``sse_open_streams`` and ``sse_streams_opened`` follow at the end
+        of this loop turn. With several workers every update of a metric is a locked write
+        to a memory-mapped file; a storm of connects then pays it once per loop turn, not
+        twice per stream."""
+        self._opened += 1
+        self._flush_soon()
+
+    def stream_closed(self) -> None:
+        self._closed += 1
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush_streams)
+        except RuntimeError:  # no loop (a unit test): at once
+            self.flush_streams()
+            return
+        self._flush_due = True
+
+    def flush_streams(self) -> None:
+        """Write the stream counts that changed since the last flush."""
+        self._flush_due = False
+        opened, closed = self._opened, self._closed
+        self._opened = self._closed = 0
+        if opened:
+            self.streams_opened.inc(opened)
+        if opened != closed:
+            self.open_streams.inc(opened - closed)
+
     async def sample_process_forever(self, every: float = PROCESS_SAMPLE_S) -> None:
         """Keep this worker's ``process_*`` gauges fresh (multiprocess mode only): a scrape
         is answered by one worker, which cannot sample the others."""
@@ -158,6 +194,7 @@ class GatewayMetrics:
             await asyncio.sleep(every)
 
     def render(self) -> tuple[bytes, str]:
+        self.flush_streams()
         if self.registry is not None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         if self.process is not None:

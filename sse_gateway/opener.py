@@ -73,6 +73,23 @@ class StreamOpener:
         await stop_tasks(self._tasks, timeout)
 
     # -- a new stream ---------------------------------------------------------
+    def open_now(
+        self, stream: Subscriber, events: frozenset[str] | None, last_id: str, probe: bool
+    ) -> Opening | None:
+        """``open`` when nothing has to be read from Redis (snapshots held, or an id the
+        history answers): no await, so no task. None: ``open`` it."""
+        if probe:  # the path probe: its probes, then only pings
+            return Opening([], False, PROBE)
+        if last_id:
+            replay = self.replay_after(last_id, events)
+            if replay is None:
+                return None  # a resync, or a lookup in Redis: open() decides
+            return Opening([*replay, *self._stale_extras()], True, RESUME)
+        held = self.relay.held.current() if self.relay.redis_up else None
+        if held is None:
+            return None
+        return Opening([*select(held, events), *self._stale_extras()], False, SNAPSHOT)
+
     async def open(
         self, stream: Subscriber, events: frozenset[str] | None, last_id: str, probe: bool
     ) -> Opening:
@@ -81,8 +98,9 @@ class StreamOpener:
         Called with nothing awaited since it subscribed: the history lookup below then
         sees every frame the stream's queue does not hold, so each event reaches it once.
         """
-        if probe:  # the path probe: its probes, then only pings
-            return Opening([], False, PROBE)
+        now = self.open_now(stream, events, last_id, probe)
+        if now is not None:
+            return now
         first: list[Frame] = []
         if last_id:
             position = self.relay.log.position  # what was relayed before it subscribed
@@ -168,16 +186,25 @@ class StreamOpener:
         drops with anything older. When that cannot be told in time the snapshots are
         used anyway (counted): a stream must not wait on a slow Redis for ever.
         """
-        framed = {}
-        for event, (data, stream_id) in (await self.source.read_snapshots()).items():
-            frame = self.relay.encode(event, snapshot_key(event), data, stream_id)
-            if frame is not None:
-                framed[event] = frame
-        # A snapshot that is the newest relayed of its type proves every older event of
-        # that type was relayed too: a process that keeps up pays nothing here.
-        history = self.relay.history
-        if any(history.newest_id(e) != f.event_id for e, f in framed.items()):
-            await self._caught_up(self.source.caught_up)
+        held = self.relay.held
+        started = held.read_starts()
+        trusted: Snapshots | None = None
+        try:
+            framed = {}
+            for event, (data, stream_id) in (await self.source.read_snapshots()).items():
+                frame = self.relay.encode(event, snapshot_key(event), data, stream_id)
+                if frame is not None:
+                    framed[event] = frame
+            # A snapshot that is the newest relayed of its type proves every older event
+            # of that type was relayed too: a process that keeps up pays nothing here.
+            history = self.relay.history
+            caught_up = True
+            if any(history.newest_id(e) != f.event_id for e, f in framed.items()):
+                caught_up = await self._caught_up(self.source.caught_up)
+            if caught_up:
+                trusted = framed  # the next streams may open with it (held_snapshots)
+        finally:
+            held.hold(started, trusted)
         return framed
 
     async def caught_up(self) -> bool:

@@ -29,6 +29,7 @@ from connectome_core.event_log import LOG_ID_CHANNEL, log_event_id
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_event, encode_json_event
 from sse_gateway.health_watch import HealthWatch, payload_ts
+from sse_gateway.held_snapshots import HeldSnapshots
 from sse_gateway.history import History, event_id
 from sse_gateway.hub import Hub
 from sse_gateway.log_follower import GAP_FRAME, LogFollower
@@ -63,6 +64,8 @@ class Relay:
         self.latest_only = frozenset(latest_only)
         self.history = History(history, latest_only=self.latest_only)
         self.health = HealthWatch(health_stale_after)
+        # What a new stream can open with, without reading Redis (the opener reads).
+        self.held = HeldSnapshots()
         # Lines that bad input can repeat go through here: one per reason per interval.
         self.drop_log = RateLimitedLog(log)
         # Called after every new subscription but the first (a resumed one lost nothing),
@@ -165,9 +168,13 @@ class Relay:
             self.log.relayed(stream_id, channel[len(CHANNEL_PREFIX) :], data)
         # Everything that can drop a message runs here, before it reaches anyone.
         framed = self.frame(channel, data, stream_id)
-        if framed is None:
-            return
+        if framed is None or stream_id is None:
+            self.held.forget()  # Redis's snapshot of it cannot be told from here
+            if framed is None:
+                return
         event, frame = framed
+        if stream_id is not None:
+            self.held.relayed(event, frame)
         ts = payload_ts(data) if event == HEALTH_EVENT else None
         for live in self._live_watch:
             live.add(event)
@@ -205,6 +212,7 @@ class Relay:
             self._live_watch.remove(live)
 
     def on_connected(self, resumed: bool = False) -> None:
+        self.held.forget()
         if not resumed:
             if self._connected_once:
                 self.metrics.redis_reconnects.inc()
@@ -216,6 +224,7 @@ class Relay:
         self._publish_up()
 
     def on_disconnected(self) -> None:
+        self.held.forget()
         self._subscribed = False
         self._publish_up()
 
@@ -228,6 +237,7 @@ class Relay:
             reason,
         )
         self.history.clear()  # a resume across the gap must not look complete
+        self.held.forget()
         self.hub.broadcast(GAP_FRAME)
 
     def _count_log(self, what: str, count: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 import httptools
@@ -42,6 +42,9 @@ class StreamService(Protocol):
     async def open(self, request: Any, reply: Any) -> Any:
         """Admit and open a stream; its handle, or None when it got none (answered)."""
 
+    def open_now(self, request: Any, reply: Any) -> Any:
+        """``open`` with nothing awaited: the handle, None, or a coroutine to finish it."""
+
     def end(self, stream: Any) -> None:
         """The stream is over: clean up, count, log its close line."""
 
@@ -54,6 +57,7 @@ class StreamConnection(asyncio.Protocol):
         "chunked",
         "complete",
         "connections",
+        "corked",
         "disconnected",
         "extra",
         "head_only",
@@ -88,24 +92,40 @@ class StreamConnection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None  # while paused and awaited
         self.opening: asyncio.Task[None] | None = None
         self.stream: Any = None  # the service's handle once opened
+        self.corked: list[bytes] | None = None  # written while corked, to go out as one
 
     def serve(self, request: Any, origin: str | None) -> None:
-        """Serve ``request``: the opening runs as a task, which ends once the stream is open."""
+        """Serve ``request``: opened at once when nothing needs Redis; else the opening
+        runs as a task, which ends once the stream is open."""
         self.connections.add(self)
         self.extra = self.service.cors_headers(origin)
-        self.opening = asyncio.get_running_loop().create_task(self._open(request))
-
-    async def _open(self, request: Any) -> None:
         try:
-            stream = await self.service.open(request, self)
-        except Exception as exc:  # the service ended the stream; the connection goes too
-            limited_log.log(logging.ERROR, "handler", "stream handler failed: %r", exc)
-            self.transport.abort()
+            opened = self.service.open_now(request, self)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if isinstance(opened, Coroutine):
+            self.opening = asyncio.get_running_loop().create_task(self._open_later(opened))
+        elif opened is not None:
+            self._opened(opened)
+
+    async def _open_later(self, opening: Coroutine[Any, Any, Any]) -> None:
+        try:
+            stream = await opening
+        except Exception as exc:
+            self._failed(exc)
             return
         finally:
             self.opening = None
-        if stream is None:
-            return
+        if stream is not None:
+            self._opened(stream)
+
+    def _failed(self, exc: Exception) -> None:
+        """The service ended the stream on an error; the connection goes too."""
+        limited_log.log(logging.ERROR, "handler", "stream handler failed: %r", exc)
+        self.transport.abort()
+
+    def _opened(self, stream: Any) -> None:
         if self.disconnected:  # gone while it opened: connection_lost left it to us
             self.service.end(stream)
         else:
@@ -145,10 +165,30 @@ class StreamConnection(asyncio.Protocol):
         if not self.started:
             self.transport.close()
 
+    def _out(self, data: bytes) -> None:
+        if self.corked is not None:
+            self.corked.append(data)
+        else:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self.uncork()
+        self.transport.close()
+
     # -- Reply: how the service answers ----------------------------------------
     @property
     def direct(self) -> StreamConnection:
         return self
+
+    def cork(self) -> None:
+        """Writes wait until ``uncork``: a stream's head and opening go out as one."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        corked, self.corked = self.corked, None
+        if corked and not self.disconnected:
+            self.transport.write(b"".join(corked))
 
     async def refuse(self, status: int, message: str, headers: Mapping[str, str]) -> None:
         self.answer_error(status, message, headers)
@@ -158,11 +198,13 @@ class StreamConnection(asyncio.Protocol):
         if self.disconnected:
             return
         self.started = self.complete = True
-        body = error_response(status, message, headers, self.extra, self.head_only)
-        self.transport.write(body)
-        self.transport.close()
+        self._out(error_response(status, message, headers, self.extra, self.head_only))
+        self._close()
 
     async def start(self, first: bytes, more: bool) -> None:
+        self.start_now(first, more)
+
+    def start_now(self, first: bytes, more: bool) -> None:
         """The stream's head and ``first`` body bytes; ``more``: the stream goes on (a HEAD
         request gets the head alone, and the connection closes)."""
         if self.disconnected:
@@ -171,10 +213,10 @@ class StreamConnection(asyncio.Protocol):
         head = stream_head(self.chunked, self.extra)
         if first and not self.head_only:
             head += b"%x\r\n%s\r\n" % (len(first), first) if self.chunked else first
-        self.transport.write(head)
+        self._out(head)
         if not more or self.head_only:
             self.complete = True
-            self.transport.close()
+            self._close()
 
     # -- DirectBody ------------------------------------------------------------
     def write(self, frame: Frame) -> bool:
@@ -182,7 +224,7 @@ class StreamConnection(asyncio.Protocol):
             return False
         if self.transport.is_closing():
             return False
-        self.transport.write(frame.chunk if self.chunked else frame.data)
+        self._out(frame.chunk if self.chunked else frame.data)
         return True
 
     def abort(self) -> None:
@@ -202,10 +244,10 @@ class StreamConnection(asyncio.Protocol):
             end = b"" if more else b"0\r\n\r\n"
             body = b"%x\r\n%s\r\n%s" % (len(body), body, end) if body else end
         if body:
-            self.transport.write(body)
+            self._out(body)
         if not more:
             self.complete = True
-            self.transport.close()
+            self._close()
 
 
 def move_to_stream(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol, cast
 
 from starlette.responses import JSONResponse
@@ -21,6 +21,7 @@ from sse_gateway.access import Access, Admission, Refusal
 from sse_gateway.gateway import DRAINING, Gateway
 from sse_gateway.http_heads import STREAM_HEADERS
 from sse_gateway.hub import HubClosed, Subscription
+from sse_gateway.opener import Opening
 from sse_gateway.probe import ProbeSchedule
 from sse_gateway.request import StreamRequest, stream_request
 from sse_gateway.stream_lines import StreamLines
@@ -40,6 +41,19 @@ class Reply(Protocol):
     async def refuse(self, status: int, message: str, headers: Mapping[str, str]) -> None: ...
 
     async def start(self, first: bytes, more: bool) -> None: ...
+
+
+class DirectReply(Reply, Protocol):
+    """A ``Reply`` that answers at once (the server's own stream connection)."""
+
+    def answer_error(self, status: int, message: str, headers: Mapping[str, str]) -> None: ...
+
+    def start_now(self, first: bytes, more: bool) -> None: ...
+
+    def cork(self) -> None:
+        """Hold what is written until ``uncork``, then write it at once."""
+
+    def uncork(self) -> None: ...
 
 
 class AsgiReply:
@@ -110,8 +124,7 @@ class OpenStream:
         self.raised = False
         self.subscription: Subscription | None = None
         self.probes: ProbeSchedule | None = None
-        metrics.open_streams.inc()
-        metrics.streams_opened.inc()
+        metrics.stream_opened()
         self.opened = time.monotonic()
         self.expiry = None
         if expires_in is not None:  # the token's expiry ends the stream, and says so
@@ -169,7 +182,71 @@ class StreamEndpoint:
             self.gateway.release_stream()
             return None
         try:
-            await self._start(stream, request, reply)
+            await reply.start(self.gateway.retry_frame, more=True)
+            if self._subscribe(stream, request):
+                opening = await self.gateway.opener.open(
+                    stream.writer, stream.events, request.last_event_id, request.probe
+                )
+                self._opened(stream, opening)
+        except BaseException:
+            stream.raised = True
+            self.end(stream)
+            raise
+        return stream
+
+    def open_now(
+        self, request: StreamRequest, reply: DirectReply
+    ) -> OpenStream | Coroutine[Any, Any, OpenStream | None] | None:
+        """``open`` with nothing awaited, when nothing needs Redis: no ticket to take, and
+        snapshots held or an id the history answers (most streams, and a reconnect storm).
+        Returns what ``open`` would, or the rest of the opening to await (in a task).
+        The head, ``retry`` and the opening then go out in one write."""
+        full = self._reserve()
+        if full is not None:
+            reply.answer_error(503, full, {"Retry-After": self.access.retry_after})
+            return None
+        try:
+            admission = self.access.admit_now(request)
+        except Refusal as refused:
+            self.gateway.release_stream()
+            reply.answer_error(refused.status, refused.message, self._refused(refused))
+            return None
+        except BaseException:
+            self.gateway.release_stream()
+            raise
+        if admission is None:  # a ticket to take: all of it awaits
+            self.gateway.release_stream()
+            return self.open(request, reply)
+        stream = self._stream(request, admission, reply)
+        if stream is None:  # HEAD: answered
+            reply.start_now(b"", more=False)
+            self.gateway.release_stream()
+            return None
+        reply.cork()
+        try:
+            reply.start_now(self.gateway.retry_frame, more=True)
+            if self._subscribe(stream, request):
+                opening = self.gateway.opener.open_now(
+                    stream.writer, stream.events, request.last_event_id, request.probe
+                )
+                if opening is None:
+                    return self._open_later(stream, request)
+                self._opened(stream, opening)
+        except BaseException:
+            stream.raised = True
+            self.end(stream)
+            raise
+        finally:
+            reply.uncork()
+        return stream
+
+    async def _open_later(self, stream: OpenStream, request: StreamRequest) -> OpenStream:
+        """The rest of ``open_now``: an opening that reads Redis."""
+        try:
+            opening = await self.gateway.opener.open(
+                stream.writer, stream.events, request.last_event_id, request.probe
+            )
+            self._opened(stream, opening)
         except BaseException:
             stream.raised = True
             self.end(stream)
@@ -180,33 +257,43 @@ class StreamEndpoint:
         try:
             admission = await self.access.admit(request)
         except Refusal as refused:
-            self.gateway.metrics.streams_rejected.labels(refused.reason).inc()
-            headers = {"Cache-Control": "no-store", **refused.headers}
-            await reply.refuse(refused.status, refused.message, headers)
+            await reply.refuse(refused.status, refused.message, self._refused(refused))
             return None
-        if request.method == "HEAD":  # the head a GET would get, and no stream
+        stream = self._stream(request, admission, reply)
+        if stream is None:  # HEAD: the head a GET would get, and no stream
             await reply.start(b"", more=False)
+        return stream
+
+    def _refused(self, refused: Refusal) -> dict[str, str]:
+        """Count a refusal; the headers of its answer."""
+        self.gateway.metrics.streams_rejected.labels(refused.reason).inc()
+        return {"Cache-Control": "no-store", **refused.headers}
+
+    def _stream(
+        self, request: StreamRequest, admission: Admission, reply: Reply
+    ) -> OpenStream | None:
+        """The admitted stream (None for HEAD, which gets no stream)."""
+        if request.method == "HEAD":
             return None
         expires_in = self.access.expires_in(admission.grant)
         return OpenStream(self.gateway, request, admission, reply, expires_in)
 
-    async def _start(self, stream: OpenStream, request: StreamRequest, reply: Reply) -> None:
-        """The head, the subscription and the opening (snapshots, or a replay)."""
-        gateway, writer = self.gateway, stream.writer
-        await reply.start(gateway.retry_frame, more=True)
+    def _subscribe(self, stream: OpenStream, request: StreamRequest) -> bool:
+        """Subscribe the stream (its head is written); False when drain began meanwhile."""
         try:
-            stream.subscription = gateway.hub.subscription(writer, stream.events)
+            stream.subscription = self.gateway.hub.subscription(stream.writer, stream.events)
         except HubClosed:  # drain began while this stream was starting
-            writer.release([])
-            writer.close(b"", DRAIN)
-            return
+            stream.writer.release([])
+            stream.writer.close(b"", DRAIN)
+            return False
         if request.probe:
-            stream.probes = ProbeSchedule(writer).start()
-        opening = await gateway.opener.open(
-            writer, stream.events, request.last_event_id, request.probe
-        )
+            stream.probes = ProbeSchedule(stream.writer).start()
+        return True
+
+    def _opened(self, stream: OpenStream, opening: Opening) -> None:
+        """The opening goes out, then what queued behind it."""
         self.lines.opened(stream.peer, stream.sub, stream.events, opening.how)
-        writer.release(opening.frames, opening.replayed, opening.seen_until)
+        stream.writer.release(opening.frames, opening.replayed, opening.seen_until)
 
     def _reserve(self) -> str | None:
         """Take a stream slot now, or the 503 message that says why not."""
@@ -232,7 +319,7 @@ class StreamEndpoint:
         self.access.release(stream.address)
         if stream.expiry is not None:
             stream.expiry.cancel()
-        metrics.open_streams.dec()
+        metrics.stream_closed()
         if writer.cut:  # by its queue's bound, its opening or its send timeout
             metrics.slow_clients_cut.inc()
         self.lines.closed(
