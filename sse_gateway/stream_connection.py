@@ -29,6 +29,8 @@ from sse_gateway.http_heads import error_response, stream_head
 from sse_gateway.http_limits import MAX_IGNORED_BYTES, limited_log
 from sse_gateway.request import parse_stream_request
 
+# At most this much is held back to go out with the head: a small opening costs one write.
+CORKED_BYTES = 16 * 1024
 STREAM_PATH_BYTES = STREAM_PATH.encode()
 # The lifespan state key under which the app hands its stream endpoint to the server.
 STREAM_SERVICE_STATE = "connectome.stream_service"
@@ -166,10 +168,13 @@ class StreamConnection(asyncio.Protocol):
             self.transport.close()
 
     def _out(self, data: bytes) -> None:
-        if self.corked is not None:
-            self.corked.append(data)
-        else:
-            self.transport.write(data)
+        corked = self.corked
+        if corked is not None:
+            if len(data) + sum(map(len, corked)) <= CORKED_BYTES:
+                corked.append(data)
+                return
+            self.uncork()  # a large opening goes as the writer paces it, never joined whole
+        self.transport.write(data)
 
     def _close(self) -> None:
         self.uncork()
