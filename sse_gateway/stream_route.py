@@ -181,18 +181,7 @@ class StreamEndpoint:
         if stream is None:
             self.gateway.release_stream()
             return None
-        try:
-            await reply.start(self.gateway.retry_frame, more=True)
-            if self._subscribe(stream, request):
-                opening = await self.gateway.opener.open(
-                    stream.writer, stream.events, request.last_event_id, request.probe
-                )
-                self._opened(stream, opening)
-        except BaseException:
-            stream.raised = True
-            self.end(stream)
-            raise
-        return stream
+        return await self._finish(stream, request, reply)
 
     def open_now(
         self, request: StreamRequest, reply: DirectReply
@@ -230,7 +219,7 @@ class StreamEndpoint:
                     stream.writer, stream.events, request.last_event_id, request.probe
                 )
                 if opening is None:
-                    return self._open_later(stream, request)
+                    return self._finish(stream, request)
                 self._opened(stream, opening)
         except BaseException:
             stream.raised = True
@@ -240,9 +229,16 @@ class StreamEndpoint:
             reply.uncork()
         return stream
 
-    async def _open_later(self, stream: OpenStream, request: StreamRequest) -> OpenStream:
-        """The rest of ``open_now``: an opening that reads Redis."""
+    async def _finish(
+        self, stream: OpenStream, request: StreamRequest, head: Reply | None = None
+    ) -> OpenStream:
+        """The opening that may read Redis; first the head and the subscription, when
+        ``head`` is given (``open_now`` has done them already)."""
         try:
+            if head is not None:
+                await head.start(self.gateway.retry_frame, more=True)
+                if not self._subscribe(stream, request):
+                    return stream
             opening = await self.gateway.opener.open(
                 stream.writer, stream.events, request.last_event_id, request.probe
             )
