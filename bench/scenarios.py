@@ -17,7 +17,9 @@ BEFORE_SYSTEMS = ("gateway-2w-before",)
 WIDE_SYSTEMS = ("nchan-4w", "gateway-4w", "gateway-4w-before")  # f: 50,000 streams
 # Authentication on, a bearer token on every stream: its cost on the connect path (e).
 AUTH_SYSTEMS = ("gateway-2w-auth",)
-ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w", *AUTH_SYSTEMS)
+# The least any Python server on uvloop pays to open a stream (bench.floor_app): e's floor.
+FLOOR_SYSTEMS = ("floor-2w",)
+ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w", *AUTH_SYSTEMS, *FLOOR_SYSTEMS)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ SCENARIOS: dict[str, Scenario] = {
             6000,
             10,
             5.0,
-            systems=(*STANDARD_SYSTEMS, *BEFORE_SYSTEMS, *AUTH_SYSTEMS),
+            systems=(*STANDARD_SYSTEMS, *BEFORE_SYSTEMS, *AUTH_SYSTEMS, *FLOOR_SYSTEMS),
             storm=True,
             bystanders=1000,
         ),

@@ -137,16 +137,17 @@ AUTH_SUFFIX = "-auth"
 
 
 def parse_system(name: str) -> tuple[str, int]:
-    """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2).
+    """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2);
+    'floor-2w' -> ('floor', 2): the least a Python server on uvloop pays (bench.floor_app).
 
     'gateway-2w-before' -> ('gateway-before', 2): the gateway of the `--before` commit.
     'gateway-2w-auth' -> ('gateway-auth', 2): authentication on, a bearer token per stream.
     """
-    if name in ("nchan", "naive"):
+    if name in ("nchan", "naive", "floor"):
         return name, 2
     suffix = next((x for x in (BEFORE_SUFFIX, AUTH_SUFFIX) if name.endswith(x)), "")
     kind, _, workers = name.removesuffix(suffix).partition("-")
-    known = kind in ("gateway", "naive", "nchan")
+    known = kind in ("gateway", "naive", "nchan", "floor")
     if known and workers.endswith("w") and workers[:-1].isdigit():
         if suffix:
             if kind != "gateway":
@@ -155,7 +156,7 @@ def parse_system(name: str) -> tuple[str, int]:
         return kind, int(workers[:-1])
     raise ValueError(
         f"unknown system {name!r} (nchan, nchan-<N>w, gateway-<N>w, gateway-<N>w-before, "
-        "gateway-<N>w-auth, naive, naive-<N>w)"
+        "gateway-<N>w-auth, naive, naive-<N>w, floor-<N>w)"
     )
 
 
@@ -233,6 +234,13 @@ def start_system(
         if kind.endswith(AUTH_SUFFIX):
             env["SSE_AUTH_SECRET"], headers = _auth()
         ready_path = "/readyz"
+    elif kind == "floor":
+        args = [
+            sys.executable, "-m", "bench.floor_app",
+            "--port", str(port),
+            "--workers", str(workers),
+        ]  # fmt: skip
+        ready_path = "/healthz"
     else:
         args = [
             sys.executable, "-m", "uvicorn", "bench.naive_app:app",

@@ -56,6 +56,7 @@ class Gateway:
 
     def start(self) -> None:
         self.relay.start()
+        self.opener.start()
 
     async def stop(self) -> None:
         await self.opener.stop()

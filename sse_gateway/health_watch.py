@@ -26,6 +26,9 @@ class HealthWatch:
         self.last_at: float | None = None
         self.last_ts: float | None = None
         self.stale = False
+        # The last stale frame made: a storm of streams opening while the publisher is
+        # silent shares it (its age moves in tenths of a second).
+        self._stale_frame: tuple[tuple[float, float | None], Frame] | None = None
 
     def record(self, ts: float | None) -> None:
         """A health was relayed now; ``ts`` is its payload's (``payload_ts``)."""
@@ -57,8 +60,12 @@ class HealthWatch:
         return None if age is None else round(age, 1)
 
     def stale_frame(self) -> Frame:
-        value = {"age": round(self.silent_for(), 1), "last_ts": self.last_ts}
-        return Frame(encode_json_event(HEALTH_STALE_EVENT, value))
+        key = (round(self.silent_for(), 1), self.last_ts)
+        made = self._stale_frame
+        if made is None or made[0] != key:
+            value = {"age": key[0], "last_ts": key[1]}
+            made = self._stale_frame = (key, Frame(encode_json_event(HEALTH_STALE_EVENT, value)))
+        return made[1]
 
 
 def payload_ts(data: bytes) -> float | None:

@@ -16,7 +16,9 @@ thousands) take the held frames without a Redis round trip and without a task:
   event at all reaches new streams within that.
 
 A read that started before a drop is used by the streams that waited for it, and not
-held.
+held. While streams keep opening (``KEEP_WARM_S``), the opener reads again in the
+background every ``REFRESH_S`` (``refresh_due``): a storm that starts a while after the
+last read does not find them expired, and its first wave opens without a task as well.
 """
 
 from __future__ import annotations
@@ -28,10 +30,20 @@ from sse_gateway.framing import Frame
 from sse_gateway.snapshots import Snapshots
 
 MAX_AGE_S = 1.0
+REFRESH_S = MAX_AGE_S / 2  # read again in the background when this old (held_snapshots)
+KEEP_WARM_S = 30.0  # ... as long as a stream asked for them this recently
 
 
 class HeldSnapshots:
-    __slots__ = ("_clock", "_during", "_generation", "_held", "_held_at", "_max_age")
+    __slots__ = (
+        "_asked_at",
+        "_clock",
+        "_during",
+        "_generation",
+        "_held",
+        "_held_at",
+        "_max_age",
+    )
 
     def __init__(
         self, max_age: float = MAX_AGE_S, clock: Callable[[], float] = time.monotonic
@@ -43,13 +55,27 @@ class HeldSnapshots:
         self._generation = 0  # moved on by every drop: a read from before it is not held
         # The logged frames relayed while a read runs (None: no read runs).
         self._during: Snapshots | None = None
+        self._asked_at: float | None = None  # when a stream last asked for them
 
     def current(self) -> Snapshots | None:
         """The held snapshots, or None: read them (none held, or held too long)."""
         held = self._held
-        if held is not None and self._clock() - self._held_at > self._max_age:
+        now = self._asked_at = self._clock()
+        if held is not None and now - self._held_at > self._max_age:
             self._held = held = None
         return held
+
+    def refresh_due(self, every: float = REFRESH_S, keep_warm: float = KEEP_WARM_S) -> bool:
+        """Whether to read again in the background now: a stream asked in the last
+        ``keep_warm`` seconds, no read runs, and nothing is held or it is ``every`` seconds
+        old. An idle gateway reads nothing; the caller's tick bounds the rest (raw
+        publishes that drop them at a high rate cost one read per tick, not one each)."""
+        if self._asked_at is None or self._during is not None:
+            return False
+        now = self._clock()
+        if now - self._asked_at > keep_warm:
+            return False
+        return self._held is None or now - self._held_at >= every
 
     def read_starts(self) -> tuple[int, float]:
         """A read begins (one at a time): what ``hold`` needs to know its result."""

@@ -19,6 +19,7 @@ from connectome_core.contract import RESYNC_EVENT, snapshot_key
 from connectome_core.event_log import parse_log_event_id
 from connectome_core.logs import RateLimitedLog
 from sse_gateway.framing import Frame, encode_json_event
+from sse_gateway.held_snapshots import REFRESH_S
 from sse_gateway.hub import Subscriber
 from sse_gateway.log_follower import Position
 from sse_gateway.log_resume import replay_from_log
@@ -69,8 +70,27 @@ class StreamOpener:
         self._resend_again = False
         self._last_resend = -RESEND_SPACING
 
+    def start(self) -> None:
+        spawn(self._tasks, self._keep_warm())
+
     async def stop(self, timeout: float = 2.0) -> None:
         await stop_tasks(self._tasks, timeout)
+
+    async def _keep_warm(self) -> None:
+        """Read the snapshots again in the background while streams keep opening, so that
+        the held ones do not expire under them (``HeldSnapshots.refresh_due``)."""
+        held = self.relay.held
+        while True:
+            await asyncio.sleep(REFRESH_S / 2)
+            if not self.relay.redis_up or not held.refresh_due():
+                continue
+            try:
+                await self.snapshots.read()
+            except SourceUnavailable:
+                pass  # the next stream reads them itself, and logs why it could not
+            except Exception as exc:  # a bug here must not end the refreshes
+                if _limited.log(logging.ERROR, "keep_warm", "snapshot refresh failed: %r", exc):
+                    log.error("traceback of the failure above", exc_info=exc)
 
     # -- a new stream ---------------------------------------------------------
     def open_now(

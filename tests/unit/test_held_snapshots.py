@@ -65,3 +65,35 @@ def test_a_failed_or_untrusted_read_is_not_held() -> None:
     held = HeldSnapshots(clock=Clock())
     held.hold(held.read_starts(), None)
     assert held.current() is None
+
+
+def test_a_refresh_is_due_only_while_streams_keep_asking() -> None:
+    clock = Clock()
+    held = HeldSnapshots(max_age=1.0, clock=clock)
+    assert not held.refresh_due(every=0.5, keep_warm=30.0)  # no stream ever asked: idle
+    assert held.current() is None  # a stream asks: nothing held
+    assert held.refresh_due(every=0.5, keep_warm=30.0)
+    started = held.read_starts()
+    assert not held.refresh_due(every=0.5, keep_warm=30.0)  # one read at a time
+    held.hold(started, {"x": frame("a")})
+    assert not held.refresh_due(every=0.5, keep_warm=30.0)  # fresh
+    clock.now += 0.6
+    assert held.refresh_due(every=0.5, keep_warm=30.0)  # half its life gone
+    held.hold(held.read_starts(), {"x": frame("b")})
+    clock.now += 0.6
+    assert texts(held.current()) == {"x": b"b"}, "a refreshed read did not replace the held one"
+    clock.now += 31.0
+    assert not held.refresh_due(every=0.5, keep_warm=30.0)  # nobody asked for 30 s: idle
+
+
+def test_after_a_drop_the_refresh_reads_again_and_that_read_is_held() -> None:
+    clock = Clock()
+    held = HeldSnapshots(max_age=1.0, clock=clock)
+    assert held.current() is None
+    held.hold(held.read_starts(), {"x": frame("a")})
+    held.forget()
+    # Still due: nothing held and a stream asked recently. The read that follows starts
+    # after the drop, so it is held.
+    assert held.refresh_due(every=0.5, keep_warm=30.0)
+    held.hold(held.read_starts(), {"x": frame("b")})
+    assert texts(held.current()) == {"x": b"b"}

@@ -13,6 +13,7 @@ from connectome_core.settings import load_settings
 from connectome_sse.localrun.wait import until
 from sse_gateway.app import create_app
 from sse_gateway.framing import Frame
+from sse_gateway.health_watch import HealthWatch
 from sse_gateway.history import event_id
 from sse_gateway.hub import Hub
 from sse_gateway.metrics import GatewayMetrics
@@ -215,3 +216,14 @@ def test_regression_a_bug_in_the_history_never_splits_a_message_s_fate() -> None
         relay.on_message("sse:a", b"1")
     assert live.frames and live.frames[0].endswith(b"data: 1\n\n")  # relayed live
     assert replay_after(relay, before, None) is None  # and no replay can skip it: resync
+
+
+def test_streams_opening_in_the_same_tenth_of_a_second_share_one_stale_frame() -> None:
+    clock = [100.0]
+    watch = HealthWatch(stale_after=5.0, clock=lambda: clock[0])
+    clock[0] += 7.01
+    first = watch.stale_frame()
+    assert watch.stale_frame() is first
+    clock[0] += 0.2
+    later = watch.stale_frame()
+    assert later is not first and b'"age": 7.2' in later.data

@@ -12,7 +12,9 @@ rather than as a silent misbehaviour in production.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import httptools
@@ -272,6 +274,28 @@ async def test_a_stream_request_moves_to_its_own_connection_and_pipelined_bytes_
     connection.connection_lost(None)  # the client leaves: the stream ends at once
     assert service.ended == service.requests
     assert connection not in state.connections
+
+
+async def test_the_first_protocol_is_freed_without_the_garbage_collector() -> None:
+    """The parser holds its protocol's callbacks: the cycle is cut once the head is handed
+    on (or the connection goes), so a storm of connects leaves nothing for the collector."""
+    service = RecordingService()
+    gc.disable()
+    try:
+        protocol, _state, transport = _protocol(service=service)
+        handed_on = weakref.ref(protocol)
+        protocol.data_received(b"GET /api/sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert isinstance(transport.protocol, StreamConnection)
+        early, _state, _transport = _protocol(service=service)
+        gone_early = weakref.ref(early)
+        early.data_received(b"GET /api/sse HTTP/1.1\r\nHo")  # the client leaves mid-head
+        early.connection_lost(None)
+        del protocol, early
+        assert handed_on() is None, "the first protocol of a stream request outlived its use"
+        assert gone_early() is None, "a protocol whose client left mid-head outlived it"
+    finally:
+        gc.enable()
+    await asyncio.wait_for(_until(lambda: transport.protocol.opening is None), 5)
 
 
 async def test_a_stream_request_behind_another_moves_once_that_one_is_answered() -> None:
