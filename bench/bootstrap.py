@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
-PYTHON_MODULES = ("uvloop", "redis", "sse_starlette", "starlette", "uvicorn")
+PYTHON_MODULES = ("uvloop", "redis", "sse_starlette", "starlette", "uvicorn", "granian")
 
 
 def say(message: str) -> None:

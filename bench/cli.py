@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--systems",
         help="comma-separated from nchan (= nchan-2w), nchan-<N>w, gateway-<N>w, "
-        "gateway-<N>w-before (needs --before), naive (= naive-2w), naive-<N>w; each "
+        "gateway-<N>w-before (needs --before), naive (= naive-2w), naive-<N>w, "
+        "floor-<N>w (bench/floor_app.py: the least a Python server pays); each "
         f"scenario runs those it can (default: {','.join(ALL_SYSTEMS)}, and with --before "
         f"{','.join(s for s in (*BEFORE_SYSTEMS, *WIDE_SYSTEMS) if s.endswith('-before'))})",
     )

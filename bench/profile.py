@@ -1,7 +1,10 @@
 """Sampling the gateway's workers with py-spy while a scenario publishes (`--profile`).
 
 py-spy runs `--nonblocking` and writes collapsed stacks to `bench/results/`;
-`hot_spots` turns them into self and inclusive time per function.
+`hot_spots` turns them into self and inclusive time per function, and self time per
+module of the project (a sample counts for the innermost of its frames in the project;
+one with none, for the library frame it was in: `asyncio/runners.py` is the event
+loop's own C code, which py-spy does not see into).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from bench.systems import RunningSystem
 _LINE_NUMBER = re.compile(r":\d+\)")
 # Threads that only wait: with --native py-spy cannot tell their blocking read from work.
 IDLE_THREADS = ("Process.always_pong (uvicorn/",)
+LOOP_FRAME = "(asyncio/runners.py)"  # asyncio.run's frame: the loop's callbacks run under it
 
 
 def python_workers(pid: int) -> list[int]:
@@ -52,6 +56,7 @@ def hot_spots(raw: str, top: int = 12, own: tuple[str, ...] = ("sse_gateway/",))
     """
     selfs: dict[str, int] = {}
     inclusive: dict[str, int] = {}
+    modules: dict[str, int] = {}
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -66,15 +71,42 @@ def hot_spots(raw: str, top: int = 12, own: tuple[str, ...] = ("sse_gateway/",))
             continue
         total += count
         selfs[frames[-1]] = selfs.get(frames[-1], 0) + count
+        # What the event loop called: the frames above it (uvicorn's start-up, the
+        # gateway's serve()) are on every stack.
+        called = frames[_after_loop(frames) :]
+        module = _module(next((f for f in reversed(called) if _owns(f, own)), frames[-1]))
+        modules[module] = modules.get(module, 0) + count
         for frame in set(frames):
-            if any(mark in frame for mark in own):
+            if _owns(frame, own):
                 inclusive[frame] = inclusive.get(frame, 0) + count
 
     def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
         best = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top]
         return [(name, round(100 * n / total, 1)) for name, n in best] if total else []
 
-    return {"samples": total, "self_pct": ranked(selfs), "inclusive_pct": ranked(inclusive)}
+    return {
+        "samples": total,
+        "self_pct": ranked(selfs),
+        "inclusive_pct": ranked(inclusive),
+        "module_pct": ranked(modules),
+    }
+
+
+def _after_loop(frames: list[str]) -> int:
+    """The index of the first frame the event loop called (0 when it is not on the stack)."""
+    for index in range(len(frames) - 1, -1, -1):
+        if LOOP_FRAME in frames[index]:
+            return index + 1
+    return 0
+
+
+def _owns(frame: str, own: tuple[str, ...]) -> bool:
+    return any(mark in frame for mark in own)
+
+
+def _module(frame: str) -> str:
+    """ "func (pkg/mod.py)" -> "pkg/mod.py"."""
+    return frame.rpartition(" (")[2].rstrip(")") or frame
 
 
 def start_profile(
@@ -135,4 +167,6 @@ def format_hot_spots(profile: dict[str, Any], top: int = 10) -> str:
         lines += [f"  {pct:6.1f}   {name}" for name, pct in spots["self_pct"][:top]]
         lines.append("  incl %   function (the gateway's own)")
         lines += [f"  {pct:6.1f}   {name}" for name, pct in spots["inclusive_pct"][:top]]
+        lines.append("  self %   module (the innermost of the gateway's, else the library's)")
+        lines += [f"  {pct:6.1f}   {name}" for name, pct in spots.get("module_pct", [])[:top]]
     return "\n".join(lines)

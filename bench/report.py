@@ -17,7 +17,7 @@ from bench.stats import median, ratio
 SYSTEM_ORDER = (
     "nchan", "nchan-4w", "gateway-1w", "gateway-2w", "gateway-2w-auth", "gateway-2w-before",
     "gateway-4w",
-    "gateway-4w-before", "naive-1w", "naive-2w", "floor-2w",
+    "gateway-4w-before", "naive-1w", "naive-2w", "floor-2w", "granian-2w",
 )  # fmt: skip
 NUMERIC_MEDIAN = (
     "connect_ms_p50", "connect_ms_p99", "delivered_per_s",

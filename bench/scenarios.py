@@ -17,8 +17,9 @@ BEFORE_SYSTEMS = ("gateway-2w-before",)
 WIDE_SYSTEMS = ("nchan-4w", "gateway-4w", "gateway-4w-before")  # f: 50,000 streams
 # Authentication on, a bearer token on every stream: its cost on the connect path (e).
 AUTH_SYSTEMS = ("gateway-2w-auth",)
-# The least any Python server on uvloop pays to open a stream (bench.floor_app): e's floor.
-FLOOR_SYSTEMS = ("floor-2w",)
+# The least any Python server on uvloop pays to open a stream (bench.floor_app), and the
+# same bare stream under granian, whose accept and parsing are Rust (bench.granian_floor).
+FLOOR_SYSTEMS = ("floor-2w", "granian-2w")
 ALL_SYSTEMS = (*STANDARD_SYSTEMS, "nchan-4w", "gateway-4w", *AUTH_SYSTEMS, *FLOOR_SYSTEMS)
 
 

@@ -138,16 +138,17 @@ AUTH_SUFFIX = "-auth"
 
 def parse_system(name: str) -> tuple[str, int]:
     """'gateway-2w' -> ('gateway', 2); 'naive' -> ('naive', 2); 'nchan' -> ('nchan', 2);
-    'floor-2w' -> ('floor', 2): the least a Python server on uvloop pays (bench.floor_app).
+    'floor-2w' -> ('floor', 2): the least a Python server on uvloop pays (bench.floor_app);
+    'granian-2w' -> ('granian', 2): the same bare stream under granian (bench.granian_floor).
 
     'gateway-2w-before' -> ('gateway-before', 2): the gateway of the `--before` commit.
     'gateway-2w-auth' -> ('gateway-auth', 2): authentication on, a bearer token per stream.
     """
-    if name in ("nchan", "naive", "floor"):
+    if name in ("nchan", "naive", "floor", "granian"):
         return name, 2
     suffix = next((x for x in (BEFORE_SUFFIX, AUTH_SUFFIX) if name.endswith(x)), "")
     kind, _, workers = name.removesuffix(suffix).partition("-")
-    known = kind in ("gateway", "naive", "nchan", "floor")
+    known = kind in ("gateway", "naive", "nchan", "floor", "granian")
     if known and workers.endswith("w") and workers[:-1].isdigit():
         if suffix:
             if kind != "gateway":
@@ -156,7 +157,7 @@ def parse_system(name: str) -> tuple[str, int]:
         return kind, int(workers[:-1])
     raise ValueError(
         f"unknown system {name!r} (nchan, nchan-<N>w, gateway-<N>w, gateway-<N>w-before, "
-        "gateway-<N>w-auth, naive, naive-<N>w, floor-<N>w)"
+        "gateway-<N>w-auth, naive, naive-<N>w, floor-<N>w, granian-<N>w)"
     )
 
 
@@ -239,6 +240,22 @@ def start_system(
             sys.executable, "-m", "bench.floor_app",
             "--port", str(port),
             "--workers", str(workers),
+        ]  # fmt: skip
+        ready_path = "/healthz"
+    elif kind == "granian":
+        args = [
+            *console_script("granian"),
+            "--interface", "rsgi",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--workers", str(workers),
+            "--loop", "uvloop",
+            "--http", "1",
+            "--backlog", "4096",
+            # Its default cap on requests under way per worker is backlog / workers:
+            # 2,048 streams a worker, fewer than e holds.
+            "--backpressure", "20000",
+            "bench.granian_floor:app",
         ]  # fmt: skip
         ready_path = "/healthz"
     else:
