@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -32,6 +33,7 @@ HEAD = (
 HEALTHZ = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 MAX_HEAD = 8192
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class FloorConnection(asyncio.Protocol):
@@ -71,15 +73,19 @@ class FloorConnection(asyncio.Protocol):
             self.transport = None
 
 
-async def relay(redis_url: str, streams: set[asyncio.Transport]) -> None:
-    """Every message on the channel, framed once and written to every open stream."""
+async def channel_frames(redis_url: str) -> AsyncIterator[bytes]:
+    """Every message on the channel, framed once (also ``bench.granian_floor``'s)."""
     client = aioredis.from_url(redis_url)
     pubsub = client.pubsub()
     await pubsub.subscribe(CHANNEL)
     async for message in pubsub.listen():
-        if message["type"] != "message":
-            continue
-        frame = b"event: %s\ndata: %s\n\n" % (EVENT, message["data"])
+        if message["type"] == "message":
+            yield b"event: %s\ndata: %s\n\n" % (EVENT, message["data"])
+
+
+async def relay(redis_url: str, streams: set[asyncio.Transport]) -> None:
+    """Every frame written to every open stream."""
+    async for frame in channel_frames(redis_url):
         for transport in streams:
             transport.write(frame)
 
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

@@ -15,10 +15,8 @@ import asyncio
 import os
 from typing import Any
 
-import redis.asyncio as aioredis
+from bench.floor_app import DEFAULT_REDIS_URL, channel_frames
 
-CHANNEL = "sse:connectome_health"
-EVENT = CHANNEL.removeprefix("sse:").encode()
 HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
@@ -31,13 +29,7 @@ class FloorApp:
         self.relaying = loop.create_task(self.relay())
 
     async def relay(self) -> None:
-        client = aioredis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        pubsub = client.pubsub()
-        await pubsub.subscribe(CHANNEL)
-        async for message in pubsub.listen():
-            if message["type"] != "message":
-                continue
-            frame = b"event: %s\ndata: %s\n\n" % (EVENT, message["data"])
+        async for frame in channel_frames(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)):
             for transport in list(self.streams):
                 try:
                     await transport.send_bytes(frame)
