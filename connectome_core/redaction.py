@@ -52,13 +52,10 @@ def split_url(url: str) -> UrlParts | None:
 
 
 def _userinfo_end(scheme: str, after: str) -> int:
-    if scheme.lower() == "unix":
-        # A socket path may hold an "@"; user info comes before the path's first "/".
-        if after.startswith("/"):
-            return -1
-        end = after.rfind("@/")
-        return end if end >= 0 else after.rfind("@")
-    # Nothing after the host of a Redis (or gateway) URL may hold an "@".
+    if scheme.lower() == "unix" and after.startswith("/"):
+        return -1  # no user info: the socket path may hold an "@"
+    # Everything up to the last "@" is user info, so no piece of a password can pass for
+    # a host or a socket path (an "@" in a path after user info is written %40).
     return after.rfind("@")
 
 

@@ -210,3 +210,16 @@ def test_no_process_settings_echo_the_url(cls: type[RedisSettings]) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(cls, {"REDIS_URL": f"redis://default:{NASTY}@h:99999/0"})
     assert_no_fragment(str(caught.value), NASTY)
+
+
+def test_a_password_holding_at_slash_in_a_unix_url_is_user_info_whole() -> None:
+    """Found by the property above: the user info of a unix:// URL once ended at its first
+    "@/", so with a password like "a@/a" the socket path printed held a piece of it."""
+    alpha = "\u03b1"  # greek: what greek_free looks for
+    password = f"{alpha}@/{alpha}"
+    url = f"unix://:{password}@/run/redis.sock"
+    target = parse_redis_url(url)
+    assert target.password is not None and target.password.get_secret_value() == password
+    assert target.path == "/run/redis.sock"
+    assert greek_free(outputs(url))
+    assert greek_free(outputs(f"unix://:{password}@relative.sock"))
